@@ -99,7 +99,7 @@ def build_html(result: dict, figures: Sequence[tuple[str, bytes]],
                        f"{esc(it.get('category') or '-')}/{esc(it.get('defect_type'))}")
                 out.append(f"<figure>{png_img(it['png'], it['name'])}<figcaption>{cap}</figcaption></figure>")
             out.append("</div>")
-    out.append("<h2>Speed</h2><ul>" + "".join(f"<li>{esc(line.lstrip('- '))}</li>" for line in speed_lines(result.get("speed")))
+    out.append("<h2>Speed</h2><ul>" + "".join(f"<li>{esc(line.lstrip('- '))}</li>" for line in speed_lines(result.get("speed"), escape=str))
                + "</ul>")
     out.append("</body></html>\n")
     return "\n".join(out)

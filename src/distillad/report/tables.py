@@ -64,7 +64,8 @@ def _metric_rows(result: dict) -> list[tuple[str, dict]]:
     return rows
 
 
-def speed_lines(speed: dict | None) -> list[str]:
+def speed_lines(speed: dict | None, escape=md_escape) -> list[str]:
+    """Bullet lines describing a result's speed / memory (`escape` makes strings safe for the target)."""
     if not speed:
         return ["Speed was not measured."]
     out = [f"- latency at batch 1: {fmt_value(speed.get('latency_ms_b1'), 2)} ms per image "
@@ -76,9 +77,9 @@ def speed_lines(speed: dict | None) -> list[str]:
     if speed.get("peak_cuda_mb") is not None:
         out.append(f"- peak CUDA memory allocated: {fmt_value(speed['peak_cuda_mb'], 1)} MB")
     if speed.get("what"):
-        out.append(f"- measured: {md_escape(speed['what'])}")
+        out.append(f"- measured: {escape(speed['what'])}")
     if speed.get("memory_measure"):
-        out.append(f"- memory measure: {md_escape(speed['memory_measure'])}")
+        out.append(f"- memory measure: {escape(speed['memory_measure'])}")
     return out
 
 
