@@ -24,7 +24,8 @@ class StableAdamW(Optimizer):
     history says (RMS_t > 1), the step shrinks accordingly, so one outlier gradient cannot
     throw the weights far ("update clipping"). Weight decay is decoupled and uses the clipped
     step size, as in the algorithm. With `amsgrad=True` the denominator uses the running
-    maximum of v_hat (AMSGrad). `clip=False` gives plain AdamW(+AMSGrad).
+    maximum of v (AMSGrad, computed as torch.optim.AdamW does). `clip=False` gives exactly
+    torch.optim.AdamW(amsgrad=...).
     """
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-10, weight_decay=1e-4,
@@ -63,19 +64,19 @@ class StableAdamW(Optimizer):
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 bc1 = 1 - beta1 ** t
                 bc2 = 1 - beta2 ** t
-                v_hat = v / bc2
-                if group["amsgrad"]:
-                    torch.maximum(st["max_exp_avg_sq"], v_hat, out=st["max_exp_avg_sq"])
-                    denom_sq = st["max_exp_avg_sq"]
+                if group["amsgrad"]:  # as torch.optim.AdamW: running max of the raw v
+                    torch.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
+                    denom = (st["max_exp_avg_sq"] / bc2).sqrt().add_(eps)
                 else:
-                    denom_sq = v_hat
+                    denom = (v / bc2).sqrt().add_(eps)
                 step_lr = lr
                 if group["clip"]:
+                    v_hat = v / bc2
                     rms = (g.pow(2) / v_hat.clamp(min=eps * eps)).mean().sqrt().item()
                     step_lr = lr / max(1.0, rms)
                 if wd:
                     p.mul_(1 - step_lr * wd)
-                p.addcdiv_(m / bc1, denom_sq.sqrt().add_(eps), value=-step_lr)
+                p.addcdiv_(m, denom, value=-step_lr / bc1)
         return loss
 
 
