@@ -50,6 +50,7 @@ class CNNTeacher(Teacher):
         self.check_layers([layer])
         return self._strides[layer - 1]
 
+    @torch.no_grad()
     def extract(self, x: torch.Tensor, layers: Sequence[int], *, final_norm: bool = False,
                 return_tokens: bool = False) -> TeacherFeatures:
         x = self.input_adapter(x, self.name)

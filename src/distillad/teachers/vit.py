@@ -53,6 +53,7 @@ class ViTTeacher(Teacher):
         self.check_layers([layer])
         return self.patch_size
 
+    @torch.no_grad()
     def extract(self, x: torch.Tensor, layers: Sequence[int], *, final_norm: bool = False,
                 return_tokens: bool = False) -> TeacherFeatures:
         x = self.input_adapter(x, self.name)
