@@ -291,3 +291,18 @@ def test_dinomaly_is_the_decoder_student_alone(tmp_path):
     assert m.decoder_score == "map_top1"
     m.save(tmp_path / "d")
     assert type(load(tmp_path / "d")).__name__ == "Dinomaly"
+
+
+@pytest.mark.parametrize("teacher_name", ["test_vit_tiny", "test_cnn_tiny"])
+def test_encoder_student_gets_gradients_and_matches_teacher_semantics(teacher_name):
+    from distillad.models.dual_student import EncoderStudent
+
+    t = create(teacher_name, weights="random")
+    lay = make_layout(t, None, 2, encoder=True, final_norm=True)
+    st = EncoderStudent(create(teacher_name, weights="random"), lay.cls_levels, lay.cls_final_norm)
+    x = torch.randn(2, 3, 56, 56)
+    out = st(x)
+    # with the teacher's own weights the student reproduces the teacher's targets exactly
+    torch.testing.assert_close(out, teacher_features(t, lay, x, groups=False)["cls"])
+    out.sum().backward()
+    assert all(p.grad is not None for p in st.parameters() if p.requires_grad)

@@ -169,10 +169,18 @@ class EncoderStudent(nn.Module):
         return self
 
     def forward(self, x):
-        from .features import vit_final_norm
-
-        f = self.net.extract(x, self.levels, final_norm=False)
-        vecs = [f.globals[j] for j in self.levels]
-        if self.final_norm:
-            vecs.append(vit_final_norm(self.net, f.globals[self.levels[-1]]))
+        # The Teacher's own `extract` runs under no_grad (teachers are frozen), so the student
+        # calls the wrapped timm model directly, the same way the teacher classes do.
+        net = self.net
+        x = net.input_adapter(x, "encoder student")
+        idx = [j - 1 for j in self.levels]
+        if net.kind == "vit":
+            outs = net.model.forward_intermediates(x, indices=idx, norm=False, stop_early=True, output_fmt="NLC",
+                                                   intermediates_only=True, return_prefix_tokens=True)
+            vecs = [prefix[:, 0] for _, prefix in outs]
+            if self.final_norm:
+                vecs.append(net.model.norm(vecs[-1]))
+        else:
+            outs = net.model.forward_intermediates(x, indices=idx, stop_early=True, intermediates_only=True)
+            vecs = [m.mean(dim=(2, 3)) for m in outs]
         return torch.cat(vecs, dim=1)
