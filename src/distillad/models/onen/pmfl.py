@@ -35,6 +35,13 @@ def retention_probabilities(num_maps: int, p_min: float = 0.1, p_max: float = 1.
     return [p_min + (p_max - p_min) * i / num_maps for i in range(1, num_maps + 1)]
 
 
+def retention_masks(shape, num_maps: int, p_min: float = 0.1, p_max: float = 1.0, *,
+                    generator: torch.Generator | None = None, device=None) -> list[torch.Tensor]:
+    """eqs. 5-6: one Bernoulli(p_i) keep-mask of `shape` (B x N) per attention map i."""
+    return [torch.rand(shape, generator=generator, device=device) < p
+            for p in retention_probabilities(num_maps, p_min, p_max)]
+
+
 def focal_loss(p: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0, gamma: float = 2.0,
                eps: float = 1e-6) -> torch.Tensor:
     """eq. 4 elementwise: -alpha_t (1 - p_t)^gamma log(p_t), p_t = p where target = 1 else 1 - p."""
@@ -58,11 +65,11 @@ def pmfl_loss(attns: Sequence[torch.Tensor], targets: torch.Tensor, *, num_prefi
     samples that have one (rows of samples without a target must be removed by the caller).
     `progressive=False` keeps every value in every layer (the ablation of table 15)."""
     n = len(attns)
-    probs = retention_probabilities(n, p_min, p_max) if progressive else [1.0] * n
+    keeps = retention_masks(targets.shape, n, p_min if progressive else 1.0, p_max if progressive else 1.0,
+                            generator=generator, device=targets.device)
     total = targets.new_zeros(())
-    for a, p_keep in zip(attns, probs):
+    for a, keep in zip(attns, keeps):
         cls_row = fuse_heads(a, head_fusion)[:, 0, num_prefix_tokens:]
-        keep = torch.rand(cls_row.shape, generator=generator, device=cls_row.device) < p_keep
         if keep.sum() == 0:
             continue
         total = total + focal_loss(cls_row[keep], targets[keep], alpha=alpha, gamma=gamma).mean()
