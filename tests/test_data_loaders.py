@@ -372,3 +372,11 @@ def test_open_dataset_specs_and_errors(tmp_path):
         open_dataset("mtsd:")
     with pytest.raises(DataError, match="empty dataset spec"):
         open_dataset("  ")
+
+
+def test_an_image_is_never_its_own_mask(tmp_path):
+    write_img(tmp_path / "bad" / "x.png")
+    for i in range(2):
+        write_img(tmp_path / "good" / f"{i}.png")
+    with pytest.raises(DataError, match=r"x\.png: anomalous image has no mask"):
+        folder_dataset(tmp_path / "good", tmp_path / "bad", tmp_path / "bad")

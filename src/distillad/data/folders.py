@@ -67,7 +67,7 @@ def find_mask(image: Path, mask_dir: Path, suffix: str | Sequence[str] = "auto")
         # the usual case first: a PNG, then the image's own extension, then any other
         for ext in (".png", image.suffix, *IMAGE_EXTENSIONS):
             cand = mask_dir / f"{image.stem}{suf}{ext}"
-            if cand.is_file():
+            if cand.is_file() and cand.resolve() != image.resolve():  # never the image itself
                 return cand
         tried.append(str(mask_dir / f"{image.stem}{suf}.png"))
     raise DataError(f"{image}: anomalous image has no mask (expected {' or '.join(tried)})")
