@@ -300,7 +300,10 @@ class DualStudent(Detector):
 
             if device.type == "cuda" and students.encoder is not None:
                 students.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(students.encoder)
-            model = DDP(students, device_ids=[device.index] if device.type == "cuda" else None)
+            # find_unused_parameters: a timm model may hold parameters a given configuration never
+            # uses (e.g. a final norm when encoder_final_norm=False)
+            model = DDP(students, device_ids=[device.index] if device.type == "cuda" else None,
+                        find_unused_parameters=True)
         ckpt = Checkpointer(checkpoint_dir, every=max(1, min(500, int(self.iterations) // 10))) \
             if checkpoint_dir is not None else None
         start = 0
