@@ -55,6 +55,8 @@ class CNNTeacher(Teacher):
                 return_tokens: bool = False) -> TeacherFeatures:
         x = self.input_adapter(x, self.name)
         want = sorted({int(j) for j in layers})
+        if not want:
+            return TeacherFeatures()
         outs = self.model.forward_intermediates(x, indices=[j - 1 for j in want], stop_early=True,
                                                 intermediates_only=True)
         feats = TeacherFeatures()

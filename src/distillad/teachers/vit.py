@@ -9,8 +9,16 @@ DINOv2 and ViT-B/16, 5 for DINOv2 with 4 registers, 2 for DeiT distilled.
 Any input whose sides are multiples of the patch size works: the models are built with
 `dynamic_img_size=True`, so timm interpolates the positional embeddings from the model's grid
 (`img_size`, default the checkpoint's native size: 518 for DINOv2, 224 otherwise) to the
-input's grid at every forward, as DINOv2 itself does. A forward stops after the deepest block
-asked for.
+input's grid at every forward, as DINOv2 itself does. timm interpolates bicubically with
+antialiasing and no offset, which is what Meta's register models do; Meta's hub models without
+registers use no antialiasing and a 0.1 offset, so at input sizes other than 518 features of
+`dinov2_vits14` / `dinov2_vitb14` can differ slightly from Meta's own code.
+A forward stops after the deepest block asked for.
+
+Weights: Meta's original `.pth` (keys `blocks.0.attn.qkv.weight`, `register_tokens`,
+`mask_token`, ...), DeiT's release files (`{"model": ...}`) and timm files all load, through
+timm's `vision_transformer.checkpoint_filter_fn` (`weights.load_into`). Google's `.npz` ViT
+files are not read: convert them with timm first.
 """
 from __future__ import annotations
 
@@ -62,6 +70,8 @@ class ViTTeacher(Teacher):
         if H % p or W % p:
             raise ValueError(f"teacher {self.name}: input {H}x{W} is not a multiple of the patch size {p}")
         want = sorted({int(j) for j in layers})
+        if not want:
+            return TeacherFeatures()
         outs = self.model.forward_intermediates(
             x, indices=[j - 1 for j in want], norm=final_norm, stop_early=True, output_fmt="NLC",
             intermediates_only=True, return_prefix_tokens=True)
