@@ -332,13 +332,24 @@ def test_available_lists_required_teachers_and_weights_here():
     assert not rows["dinov2_vitb14_reg"]["weights_present"] and rows["dinov2_vitb14_reg"]["weights_here"] is None
 
 
-def test_register_teacher_and_unknown_names(caplog):
+def test_register_teacher_and_unknown_names(caplog, monkeypatch, tmp_path):
+    from distillad.teachers import registry
+    T.available()  # built-ins registered first; then work on a copy, so "my_cnn" does not leak out
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    seen = []
+
     def builder(weights=None, **config):
+        seen.append(weights)
         t = T.create("test_cnn_tiny", weights="random", **config)
         t.name = "my_cnn"
         return t
     T.register_teacher("my_cnn", builder, kind="cnn", description="mine")
     assert T.create("my_cnn", seed=1).name == "my_cnn"
+    (tmp_path / "my_cnn.pth").write_bytes(b"")
+    monkeypatch.setenv("DISTILLAD_WEIGHTS", str(tmp_path))
+    T.create("my_cnn")  # the weights folder is looked at for every registered teacher
+    assert seen == [None, str(tmp_path / "my_cnn.pth")]
+    assert {r["name"]: r for r in T.available()}["my_cnn"]["weights_here"] == str(tmp_path / "my_cnn.pth")
     T.register_teacher("my_cnn", lambda weights=None, **c: builder(weights, **c), kind="cnn")
     assert "registered again" in caplog.text
     with pytest.raises(ValueError, match="unknown teacher 'nope'"):

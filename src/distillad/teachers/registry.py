@@ -126,6 +126,9 @@ def create(name_or_path: str | os.PathLike, weights: str | os.PathLike | None = 
         teacher = entry.builder(str(path), **{**file_config, **config})
     else:
         entry = _entry(str(name_or_path))
+        if weights is None:  # the weights folder serves every registered teacher alike
+            found = W.find_in_env_folder(entry.name)
+            weights = str(found.path) if found else None
         teacher = entry.builder(weights, **config)
     if not isinstance(teacher, Teacher):
         raise TypeError(f"builder of teacher {entry.name!r} returned {type(teacher).__name__}, not a Teacher")
