@@ -81,6 +81,11 @@ def build_timm(name: str, weights: str | os.PathLike | None = None, *, seed: int
     Pass `num_classes=k` for a new k-way classifier on top of the pretrained body (the
     checkpoint's classifier is dropped when its size differs). The description of where the
     weights came from is in the returned model's `weights_source` attribute.
+
+    Unlike a Teacher, the returned model expects input normalised with its own statistics
+    (`model.pretrained_cfg["mean"/"std"]`: 0.5 / 0.5 for `tf_efficientnet_lite*`);
+    `distillad.teachers.inputs.InputAdapter.for_model(model)` converts the project's
+    ImageNet-normalised tensors (and replicates 1-channel input) exactly.
     """
     model, source = create_timm(name, weights, seed=seed, keep_head=True, **timm_kwargs)
     model.weights_source = source
