@@ -80,7 +80,7 @@ class ViTTeacher(Teacher):
         for j, out in zip(want, outs):
             patches, prefix = out if self.num_prefix_tokens else (out, None)
             B, N, C = patches.shape
-            feats.maps[j] = patches.transpose(1, 2).reshape(B, C, h, w)
+            feats.maps[j] = patches.transpose(1, 2).reshape(B, C, h, w).contiguous()
             if prefix is not None:
                 feats.globals[j] = prefix[:, 0]
             if return_tokens:
