@@ -15,6 +15,10 @@ registers use no antialiasing and a 0.1 offset, so at input sizes other than 518
 `dinov2_vits14` / `dinov2_vitb14` can differ slightly from Meta's own code.
 A forward stops after the deepest block asked for.
 
+Input: ImageNet-normalised like for every teacher; the teacher converts it to the statistics the
+network was trained with (ImageNet for DINOv2 and DeiT, mean = std = 0.5 for timm's
+`vit_base_patch16_224`), see `inputs.py`. A 1-channel input is replicated to 3 channels.
+
 Weights: Meta's original `.pth` (keys `blocks.0.attn.qkv.weight`, `register_tokens`,
 `mask_token`, ...), DeiT's release files (`{"model": ...}`) and timm files all load, through
 timm's `vision_transformer.checkpoint_filter_fn` (`weights.load_into`). Google's `.npz` ViT
