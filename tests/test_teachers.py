@@ -217,6 +217,8 @@ def test_dinov2_loads_from_timm_and_original_format(tmp_path, name, registers):
     for f in ("timm.safetensors", "timm.pth", "meta.pth"):
         t = T.create(name, weights=tmp_path / f, **SMALL)
         assert t.weights_source == str(tmp_path / f) and "seed" not in t.config
+        if f.startswith("timm"):
+            assert t.fingerprint() == src.fingerprint()  # bit-identical weights
         out = t(x, [1, 2], final_norm=True, return_tokens=True)
         for j in (1, 2):
             assert torch.allclose(out.tokens[j], ref.tokens[j], atol=1e-5), f
