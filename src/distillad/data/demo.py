@@ -16,7 +16,7 @@ a few per cent of the pixels of a stain or a missing patch at most):
 - scratch: a thin (2-3 px) curved stroke (a quadratic Bezier) 30-60 % of the image long, light
   on dark surfaces and dark on light ones;
 - hole: an irregular dark blob (radius 5-9 % of the image) with the texture faintly visible;
-- stain: an irregular blob (radius 8-14 %) blended with a rust, oil or moss tone (alpha 0.35-0.55);
+- stain: an irregular blob (radius 8-14 %) blended with a rust, oil or moss tone (alpha 0.3-0.5);
 - missing: an irregular quadrilateral (15-25 % of the image side) where the texture is replaced
   by a smooth flat surface at the texture's mean grey with a gentle gradient and faint noise.
 
@@ -119,7 +119,7 @@ def add_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[
     elif kind == "stain":
         mask = _blob_mask(h, w, rng, rng.uniform(0.08, 0.14) * s, roughness=0.35)
         tone = np.array(list(_STAIN_TONES.values())[int(rng.integers(len(_STAIN_TONES)))], np.float32)
-        alpha = rng.uniform(0.35, 0.55)
+        alpha = rng.uniform(0.3, 0.5)
         out = img.copy()
         out[mask] = (1 - alpha) * img[mask] + alpha * tone
     elif kind == "missing":
