@@ -33,7 +33,6 @@ category, `few_shot`). Errors name the spec and the path.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import parse_qsl
 
