@@ -134,6 +134,7 @@ def test_image_folder_tree(tmp_path):
             (tmp_path / "tt" / part / c).mkdir(parents=True)
             Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "tt" / part / c / "x.png")
     assert len(image_folder(tmp_path / "tt").train_images) == 2
+    assert open_dataset(f"imagefolder:{tmp_path / 'tt'}?normal=a").name == "tt/0"
     (tmp_path / "tt" / "test" / "b" / "x.png").unlink()
     with pytest.raises(DataError, match=r"tt.test.b: class folder contains no images"):
         image_folder(tmp_path / "tt")

@@ -20,9 +20,10 @@ a few per cent of the pixels of a stain or a missing patch at most):
 - missing: an irregular quadrilateral (15-25 % of the image side) where the texture is replaced
   by a smooth flat surface at the texture's mean grey with a gentle gradient and faint noise.
 
-Defaults (`size=160`, 24 training and 24 test images per category, of which one third normal and
-the rest four defect types in turn) keep a demo run, training and evaluation, at about a minute
-on 2 CPU cores for the small models. `Split.class_names = DEMO_CLASSES` and `class_id` is the
+Defaults: `size=160`, 24 training and 24 test images per category (one third of the test images
+normal, the rest the four defect types in turn), i.e. 72 + 72 images for the three textures:
+small enough for a CPU demo (teachers resize to their own input size anyway, so `size` mostly
+sets how much texture an image shows), large enough for per-category metrics. `Split.class_names = DEMO_CLASSES` and `class_id` is the
 defect type's index, so the set also serves classifiers (OneN).
 
 Generation is seeded per category (`[seed, crc32(category)]`): a category's images do not depend
