@@ -285,3 +285,9 @@ def test_baselines_vit_rollout_and_cnn_cam(tmp_path):
     cam.save(tmp_path / "cam")
     q = distillad.load(tmp_path / "cam").predict(images)
     assert np.array_equal(p.scores, q.scores) and all(np.allclose(a, b) for a, b in zip(p.maps, q.maps))
+    # the trained CNN serves as OneN's teacher as it is
+    onen = distillad.create_model("onen", **{**TINY, "teacher": str(tmp_path / "cam")}, epochs=1).fit(train, progress=False)
+    assert "reused" in onen.training_["teacher"]["trained"]
+    with pytest.raises(distillad.errors.ModelFileError, match="must hold a saved cnn_cam"):
+        onen.save(tmp_path / "onen")
+        distillad.create_model("onen", **{**TINY, "teacher": str(tmp_path / "onen")}, epochs=1).fit(train, progress=False)

@@ -22,6 +22,10 @@ map would give every image the score 1). The classifier gives a second, usually 
 class, i.e. input settings with good images: STD+G, STD+G+BG, B, B+BG). `Prediction.probs` /
 `labels` are always filled, so both can be compared from one model.
 
+Teacher (`teacher`): a timm CNN name (trained here first, `teacher_epochs`), a distillad Teacher
+(its architecture and weights), or the folder of a saved `cnn_cam` model: that trained classifier
+is then the teacher as it is (the same CNN serves as the CNN + CAM baseline; no Mask-CNN).
+
 Supervision (`supervision`): "none" (the paper's x), "boxes" (weak: boxes of the mask components,
 or the given boxes, e.g. DeepPCB) or "masks" (fine-grained; boxes when a sample has only boxes).
 The teacher's Mask-CNN branch is used whenever supervision is not "none" and
@@ -53,7 +57,8 @@ T_AW_FLAG = "T-AW: model chosen on the test set (optimistic upper bound, not a f
 
 
 def teacher_name_and_weights(teacher, teacher_weights):
-    """`teacher` may be a timm CNN name or a distillad Teacher (its name and weights are reused)."""
+    """`teacher` may be a timm CNN name or a distillad Teacher (its name and weights are reused);
+    (a saved cnn_cam folder is handled by `_trained_teacher`)."""
     from ...teachers import Teacher
     if isinstance(teacher, Teacher):
         w = teacher_weights
@@ -63,6 +68,24 @@ def teacher_name_and_weights(teacher, teacher_weights):
     if not isinstance(teacher, str) or not teacher:
         raise ValueError(f"teacher must be a timm CNN name or a Teacher, got {teacher!r}")
     return teacher, teacher_weights
+
+
+def _is_saved_model(teacher) -> bool:
+    return isinstance(teacher, (str, Path)) and (Path(teacher) / "config.json").is_file()
+
+
+def _trained_teacher(path, num_classes: int):
+    """A saved `cnn_cam` model folder as an already trained teacher (one CNN classifier shared
+    by several OneN runs and by the CNN + CAM baseline; no Mask-CNN branch)."""
+    from ...errors import ModelFileError
+    from ..base import load
+    det = load(path)
+    if det.name != "cnn_cam":
+        raise ModelFileError(f"{path}: a OneN teacher folder must hold a saved cnn_cam model, not {det.name!r}")
+    if det.num_classes_ != num_classes:
+        raise ModelFileError(f"{path}: the saved CNN classifies {det.num_classes_} classes but the training "
+                             f"set has {num_classes}")
+    return det.model_
 
 
 def class_table(train) -> tuple[int, list[str], int | None]:
@@ -200,7 +223,11 @@ class OneN(Detector):
         info: dict = {"protocol": self.protocol}
 
         teacher = None
-        if self._distill:
+        if self._distill and _is_saved_model(self.teacher):
+            teacher = _trained_teacher(self.teacher, k)
+            info["teacher"] = {"name": str(self.teacher), "mask_branch": False,
+                               "trained": "reused from a saved cnn_cam model (not retrained)"}
+        elif self._distill:
             from .teacher import build_teacher
             tname, tweights = teacher_name_and_weights(self.teacher, self.teacher_weights)
             use_mask = supervision != "none" and bool(self.teacher_mask_branch)
@@ -211,11 +238,12 @@ class OneN(Detector):
 
             tinfo = run_training(phase="teacher", module=teacher, loss_fn=teacher_loss,
                                  epochs=self.teacher_epochs or self.epochs, **common)
+            info["teacher"] = {"name": tname, "weights": str(tweights) if tweights is not None else "offline default",
+                               "mask_branch": use_mask, **tinfo}
+        if teacher is not None:
             teacher.eval()
             for p in teacher.parameters():
                 p.requires_grad_(False)
-            info["teacher"] = {"name": tname, "weights": str(tweights) if tweights is not None else "offline default",
-                               "mask_branch": use_mask, **tinfo}
 
         student = self._new_student(k)
         if self.student_weights:
@@ -298,7 +326,7 @@ class OneN(Detector):
     def _extra_state(self):
         return {"num_classes": self.num_classes_, "class_names": self.class_names_,
                 "normal_class": self.normal_class_, "training": self.training_, "selection": self.selection_,
-                "teacher": self.teacher if isinstance(self.teacher, str) else getattr(self.teacher, "name", None)}
+                "teacher": str(self.teacher) if isinstance(self.teacher, (str, Path)) else getattr(self.teacher, "name", None)}
 
     def _load_state(self, tensors, extra):
         self.num_classes_ = int(extra["num_classes"])
