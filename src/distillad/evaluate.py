@@ -218,8 +218,12 @@ def _metrics_for(run: dict, labels: np.ndarray, idx) -> tuple[dict, list[str]]:
         if v is None or (isinstance(v, float) and not math.isfinite(v)):
             if k.startswith(IMAGE_PREFIX) and one_class:
                 why = f"the test images are all {'normal' if lab.max() == 0 else 'anomalous'}"
+            elif not k.startswith(IMAGE_PREFIX) and not any(run["gts"][i].any() for i in pix):
+                why = "the ground-truth masks hold no anomalous pixel"
+            elif "_q" in k or k.startswith("rho"):
+                why = "too few ground-truth regions to form defect-size quartiles"
             else:
-                why = "distillad.metrics returned NaN (e.g. too few ground-truth regions for this quantity)"
+                why = "distillad.metrics could not define it on this test set (see its warning in the log)"
             notes.append(f"{k} is undefined: {why}")
     return {k: _num(v) for k, v in m.items()}, notes
 
@@ -399,20 +403,28 @@ def _case_item(sample: Sample, amap, gt, score, vmin, vmax) -> dict:
 
 
 def _image_roc_curves(samples, labels, scores, result) -> list:
-    from sklearn.metrics import roc_curve
-
     curves = []
     if len(set(labels.tolist())) == 2:
-        fpr, tpr, _ = roc_curve(labels, scores)
-        curves.append(("all", fpr, tpr, result["metrics"].get("image_auroc")))
+        curves.append(("all", *roc_points(labels, scores), result["metrics"].get("image_auroc")))
     per_cat = result.get("per_category") or {}
     cats = [c for c in per_cat if c != "mean"][:MAX_ROC_CATEGORIES]
     for c in cats:
         idx = np.array([i for i, s in enumerate(samples) if s.category == c])
         if len(set(labels[idx].tolist())) == 2:
-            fpr, tpr, _ = roc_curve(labels[idx], scores[idx])
-            curves.append((c, fpr, tpr, per_cat[c].get("image_auroc")))
+            curves.append((c, *roc_points(labels[idx], scores[idx]), per_cat[c].get("image_auroc")))
     return curves
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ROC vertices (fpr, tpr), one per distinct score, from (0, 0) to (1, 1); tied
+    scores form one vertex (the AUROC convention of distillad.metrics)."""
+    labels = np.asarray(labels).astype(bool)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    s, y = np.asarray(scores, dtype=np.float64)[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]
+    tp = np.r_[0, np.cumsum(y)[last_of_tie]]
+    fp = np.r_[0, np.cumsum(~y)[last_of_tie]]
+    return fp / max(fp[-1], 1), tp / max(tp[-1], 1)
 
 
 def pixel_roc_curve(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], bins: int = 2000) -> tuple[np.ndarray, np.ndarray]:
