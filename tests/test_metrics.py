@@ -265,3 +265,42 @@ def test_classification_metrics_small_case():
     assert classification_metrics([3, 5], [3, 3])["accuracy_per_class"] == {"3": 1.0, "5": 0.0}
     with pytest.raises(DataError, match="0..2"):
         classification_metrics([0, 3], [0, 1], ["a", "b", "c"])
+
+
+def test_negative_scores_infinities_and_signed_zero_rank_like_floats():
+    from distillad.metrics.pixels import float_keys
+    rng = np.random.default_rng(5)
+    special = np.array([-np.inf, np.inf, -0.0, 0.0, 1e-45, -1e-45, -3.5, 3.5], np.float32)
+    x = np.concatenate([special, rng.normal(size=300) * 10.0 ** rng.integers(-30, 30, 300)])
+    x = x.astype(np.float32)
+    keys = float_keys(x)
+    assert np.array_equal(x[np.argsort(keys, kind="stable")], np.sort(x))
+    assert keys[2] == keys[3]  # -0.0 ties with +0.0
+    # pixel metrics with such scores still agree with sklearn
+    masks = [rng.random((6, 50)) > 0.7]
+    maps = [rng.choice(special[2:], size=(6, 50)).astype(np.float32)]
+    y, s = masks[0].ravel(), maps[0].ravel()
+    got = compute_metrics([1], [0.0], masks, maps)
+    assert got["pixel_auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert got["pixel_ap"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    fpr, pro = _brute_force_pro(masks, maps)
+    assert got["aupro_30"] == pytest.approx(_mvtec_trapezoid(fpr, pro, 0.3) / 0.3, abs=1e-12)
+    assert aupro(masks, maps)["aupro_5"] == pytest.approx(got["aupro_5"], abs=1e-12)
+
+
+@pytest.mark.parametrize("margin", [0.02, -0.1, -2.0])  # good estimate, first floor too high, both too high
+def test_aupro_from_normal_scores_above_a_floor_equals_full_sort(monkeypatch, margin):
+    from distillad.metrics import pixels
+    rng = np.random.default_rng(7)
+    _, masks = _test_set(rng, n_anom=6, n_norm=4)
+    maps = [(rng.random(m.shape) * 0.8 + 0.25 * m).round(2).astype(np.float32) for m in masks]  # ties at the floor
+    full = compute_metrics([1] * 6 + [0] * 4, list(range(10)), masks, maps)
+    monkeypatch.setattr(pixels, "PARTIAL_MIN_PIXELS", 0)
+    monkeypatch.setattr(pixels, "SAMPLE_STRIDE", 2)
+    monkeypatch.setattr(pixels, "SAMPLE_MARGIN", margin)
+    gathered = pixels.gather_pixels(masks, maps, max_fpr=0.3)
+    assert gathered.normal.exact == (margin == -2.0)  # the last falls back to all scores
+    part = aupro(masks, maps)
+    quart = aupro_quartiles(masks, maps)
+    for k, v in {**part, **quart}.items():
+        assert v == pytest.approx(full[k], abs=1e-12), k

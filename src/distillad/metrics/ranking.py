@@ -37,12 +37,18 @@ def ranking_metrics(negatives_sorted: np.ndarray, positives: np.ndarray) -> tupl
 
     NaN for all three when either side is empty.
     """
-    n, m = int(negatives_sorted.size), int(positives.size)
-    if n == 0 or m == 0:
-        return math.nan, math.nan, math.nan
     pos = np.sort(np.asarray(positives, dtype=negatives_sorted.dtype))
     below = np.searchsorted(negatives_sorted, pos, side="left")      # negatives < p
     at_or_below = np.searchsorted(negatives_sorted, pos, side="right")  # negatives <= p
+    return _from_counts(negatives_sorted.size, pos, below, at_or_below)
+
+
+def _from_counts(n: int, pos: np.ndarray, below: np.ndarray, at_or_below: np.ndarray) -> tuple[float, float, float]:
+    """The three metrics from positives sorted ascending and, for each, the number of
+    negatives < and <= it."""
+    n, m = int(n), int(pos.size)
+    if n == 0 or m == 0:
+        return math.nan, math.nan, math.nan
     u = below.sum(dtype=np.float64) + 0.5 * (at_or_below - below).sum(dtype=np.float64)
     auroc = u / (float(n) * float(m))
     # one threshold per distinct positive score t: predict "positive" for scores >= t
@@ -95,5 +101,7 @@ def pixel_metrics_from(pixels) -> dict:
     if pixels.anomalous.size == 0 or pixels.n_normal == 0:
         log.warning("pixel metrics undefined: the masks hold %s",
                     "no anomalous pixel" if pixels.anomalous.size == 0 else "no normal pixel")
-    values = ranking_metrics(pixels.normal.sorted, pixels.anomalous)
+    n = pixels.n_normal
+    n_gt, n_ge = pixels.normal_counts()  # per anomalous score, descending order
+    values = _from_counts(n, pixels.anomalous[::-1], n - n_ge[::-1], n - n_gt[::-1])
     return dict(zip(PIXEL_KEYS, values))
