@@ -304,3 +304,14 @@ def test_aupro_from_normal_scores_above_a_floor_equals_full_sort(monkeypatch, ma
     quart = aupro_quartiles(masks, maps)
     for k, v in {**part, **quart}.items():
         assert v == pytest.approx(full[k], abs=1e-12), k
+
+
+def test_pro_curve_cut_at_max_fpr():
+    rng = np.random.default_rng(11)
+    _, masks = _test_set(rng)
+    maps = [(rng.random(m.shape) + 0.3 * m).round(2).astype(np.float32) for m in masks]
+    fpr, pro = pro_curve(masks, maps)
+    cf, cp = pro_curve(masks, maps, max_fpr=0.3)
+    assert cf[-1] == 0.3 and np.all(np.diff(cf) >= 0) and cf.size < fpr.size
+    assert _mvtec_trapezoid(cf, cp, 0.3) == pytest.approx(_mvtec_trapezoid(fpr, pro, 0.3), abs=1e-12)
+    assert cp[-1] == pytest.approx(np.interp(0.3, fpr, pro))

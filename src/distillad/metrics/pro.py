@@ -111,18 +111,33 @@ def _simplify(fpr: np.ndarray, pro: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return fpr[keep], pro[keep]
 
 
-def pro_curve(masks: Sequence, maps: Sequence) -> tuple[np.ndarray, np.ndarray]:
+def pro_curve(masks: Sequence, maps: Sequence, max_fpr: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The exact PRO curve (fpr, pro) for plotting: vertices from (0, 0) to (1, 1).
 
     fpr is non-decreasing; two consecutive vertices with the same fpr are a vertical step.
     Up to two vertices per distinct anomalous score (repeats removed): decimate for plotting if
     the test set is large. Empty arrays (with a logged warning) when there is no region.
+    max_fpr: return the curve only up to this FPR (last vertex interpolated at it), which is
+    much cheaper on large test sets (only the normal scores above ~max_fpr are sorted).
     """
-    pixels = gather_pixels(masks, maps)
+    if max_fpr is not None and not (0 < max_fpr <= 1):
+        raise ValueError(f"max_fpr must lie in (0, 1], got {max_fpr}")
+    pixels = gather_pixels(masks, maps, max_fpr=max_fpr)
     fpr, pro = _vertices(pixels)
     if fpr.size == 0:
         log.warning("PRO curve undefined: %s", _why_undefined(pixels))
+    elif max_fpr is not None and max_fpr < 1:
+        fpr, pro = _truncate(fpr, pro, max_fpr)
     return _simplify(fpr, pro)
+
+
+def _truncate(fpr: np.ndarray, pro: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """The curve up to fpr == limit, ending with the point interpolated at the limit."""
+    i = int(np.searchsorted(fpr, limit, side="right"))  # fpr[:i] <= limit < fpr[i]
+    if i >= fpr.size:
+        return fpr, pro
+    y = pro[i - 1] + (pro[i] - pro[i - 1]) * (limit - fpr[i - 1]) / (fpr[i] - fpr[i - 1])
+    return np.append(fpr[:i], limit), np.append(pro[:i], y)
 
 
 def aupro(masks: Sequence, maps: Sequence, limits: Sequence[float] = DEFAULT_LIMITS) -> dict:
