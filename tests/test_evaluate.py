@@ -272,3 +272,16 @@ def test_empty_masks_give_null_pixel_metrics_with_reason():
     assert res["metrics"]["image_auroc"] == pytest.approx(1.0)
     assert res["metrics"]["pixel_auroc"] is None
     assert any(n.startswith("pixel_auroc is undefined: the ground-truth masks hold no anomalous pixel") for n in res["notes"])
+
+
+def test_output_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    split = make_split(n_normal=2, n_anom=2)
+    det = BrightDetector().fit(split.train, progress=False)
+    evaluate(det, split, tmp_path, speed=False, progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("metrics.json", "metrics.md", "report.html"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask

@@ -343,10 +343,23 @@ def _write_outputs(out_dir: Path, result: dict, run: dict, samples: list[Sample]
     md = metrics_markdown(result)
     html = _render_html(result, run, samples, labels) if report else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "metrics.md", md.encode())
+    written = [out_dir / "metrics.md"]
+    atomic_write_bytes(written[0], md.encode())
     if html is not None:
-        atomic_write_bytes(out_dir / "report.html", html.encode())
-    write_json(out_dir / "metrics.json", result)
+        written.append(out_dir / "report.html")
+        atomic_write_bytes(written[-1], html.encode())
+    written.append(out_dir / "metrics.json")
+    write_json(written[-1], result)
+    _readable_like_normal_files(written)
+
+
+def _readable_like_normal_files(paths) -> None:
+    """The atomic writer creates files through mkstemp (mode 0600); reports are meant to be
+    read by others, so give them the mode a plain open() would (0666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in paths:
+        os.chmod(p, 0o666 & ~umask)
 
 
 def _render_html(result: dict, run: dict, samples: list[Sample], labels: np.ndarray) -> str:

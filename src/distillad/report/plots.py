@@ -58,8 +58,11 @@ def pro_png(fpr: np.ndarray, pro: np.ndarray, *, limit: float = 0.3,
     pro = np.asarray(pro, dtype=float)
     ax.plot(fpr, pro, lw=1.5, label=f"PRO (AUPRO@{limit:g} {_fmt(aupro)})")
     inside = fpr <= limit
-    if inside.any():
-        ax.fill_between(fpr[inside], pro[inside], alpha=0.15)
+    if inside.any() and fpr.size > 1:
+        # shade the integrated area up to the limit, closing it with the interpolated value there
+        order = np.argsort(fpr, kind="stable")
+        at_limit = float(np.interp(limit, fpr[order], pro[order]))
+        ax.fill_between(np.r_[fpr[inside], limit], np.r_[pro[inside], at_limit], alpha=0.15)
     ax.axvline(limit, ls="--", c="red", lw=1, label=f"integration limit FPR = {limit:g}")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
@@ -91,6 +94,8 @@ def histogram_png(normal: np.ndarray, anomalous: np.ndarray, *, threshold: float
         ax.hist(anomalous, bins=edges, alpha=0.6, color="tab:red", label=f"anomalous (n={anomalous.size})")
     if threshold is not None and np.isfinite(threshold):
         ax.axvline(threshold, ls="--", c="k", lw=1, label=f"threshold_ {threshold:.4g}")
+    from matplotlib.ticker import MaxNLocator
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("image anomaly score")
     ax.set_ylabel("images")
     ax.set_title("Image scores")
