@@ -25,12 +25,18 @@ def compute_metrics(labels: Sequence, scores: Sequence, masks: Sequence | None =
     when its inputs are (no masks -> no pixel keys) and NaN when the inputs cannot define it
     (one image class -> image metrics; no anomalous pixel -> pixel metrics), with a logged warning.
     All pixel metrics come from one gathering and one sort of the pixel scores.
+
+    Pixel metrics pool every pixel of every image given (normal images included). The image
+    labels do not enter them: an image labelled anomalous whose mask is empty (MTSD MT_Uneven
+    has some) adds no PRO region and its pixels are normal pixels (false positives when they
+    score high). To leave such images out instead, do not pass them (evaluate's choice to make).
     """
     out = image_metrics(labels, scores)
     if masks is None and maps is None:
         return out
     if masks is None or maps is None:
         raise ValueError("pixel metrics need both masks and maps; give both or neither")
+    masks, maps = list(masks), list(maps)
     if len(masks) != len(labels):
         raise DataError(f"got {len(labels)} image labels but {len(masks)} masks")
     limits = _check_limits(limits)

@@ -80,7 +80,7 @@ def _vertices(pixels: PixelScores, keep_region: np.ndarray | None = None) -> tup
     fpr[0] = pro[0] = 0.0
     fpr[1:-1:2] = n_gt[start] / n
     fpr[2:-1:2] = n_ge[start] / n
-    pro[1:-1:2] = cum[start] - weight[start]
+    pro[1:-1:2] = np.concatenate(([0.0], cum))[start]  # PRO of the thresholds above the group
     pro[2:-1:2] = cum[end]
     fpr[-1] = pro[-1] = 1.0
     pro[-2] = 1.0  # all regions fully covered below the lowest anomalous score (cumsum rounding)

@@ -3,7 +3,7 @@
 One routine serves image scores and pixel scores alike: given the negatives' scores sorted and
 the positives' scores, every quantity is a count of negatives above each positive score, found
 by binary search (no argsort of the negatives, nothing quadratic), so 1e8 pixels cost one
-float32 sort.
+sort (of int32 order keys, see `distillad.metrics.pixels`).
 
 - AUROC: the Mann-Whitney statistic, P(pos > neg) + 0.5 P(pos == neg), which equals the area
   under the ROC curve with ties joined by straight lines (sklearn's `roc_auc_score`).
