@@ -119,6 +119,9 @@ def test_perfect_detector_writes_metrics_and_reports(tmp_path):
     for s in split.test:
         if s.label == 1:
             assert s.name in html  # every anomalous image appears among the best/worst cases
+    # perfect detector: all anomalous images flagged, the normal ones shown are not
+    assert html.count("· flagged (score &gt; threshold_)") == 6  # 3 top + 3 lowest anomalous
+    assert html.count("· not flagged") == 3
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 

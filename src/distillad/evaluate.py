@@ -391,16 +391,21 @@ def _render_html(result: dict, run: dict, samples: list[Sample], labels: np.ndar
     top_anom = anom[np.argsort(-scores[anom], kind="stable")][:N_CASES]
     missed = anom[np.argsort(scores[anom], kind="stable")][:N_CASES]
     false_alarm = norm[np.argsort(-scores[norm], kind="stable")][:N_CASES]
-    case = lambda idx: [_case_item(samples[i], run["maps"][i], run["gts"][i], scores[i], vmin, vmax) for i in idx]
+    thr = result.get("threshold")
+    case = lambda idx: [_case_item(samples[i], run["maps"][i], run["gts"][i], scores[i], vmin, vmax, thr) for i in idx]
+    flag = (" Each caption says whether the detector's threshold_ flags the image." if thr is not None
+            else " The detector has no threshold_, so whether an image would be flagged is not shown.")
     cases = [
-        ("Most anomalous anomalous images", "Anomalous test images with the highest scores.", case(top_anom)),
-        ("Least anomalous anomalous images (missed)", "Anomalous test images with the lowest scores.", case(missed)),
-        ("Most anomalous normal images (false alarms)", "Normal test images with the highest scores.", case(false_alarm)),
+        ("Most anomalous anomalous images", "Anomalous test images with the highest scores." + flag, case(top_anom)),
+        ("Least anomalous anomalous images (closest to being missed)",
+         "Anomalous test images with the lowest scores: missed when below threshold_." + flag, case(missed)),
+        ("Most anomalous normal images (closest to false alarms)",
+         "Normal test images with the highest scores: false alarms when above threshold_." + flag, case(false_alarm)),
     ]
     return build_html(result, figures, cases, display)
 
 
-def _case_item(sample: Sample, amap, gt, score, vmin, vmax) -> dict:
+def _case_item(sample: Sample, amap, gt, score, vmin, vmax, threshold=None) -> dict:
     from PIL import Image
     from .report import overlay
 
@@ -412,7 +417,7 @@ def _case_item(sample: Sample, amap, gt, score, vmin, vmax) -> dict:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return {"name": sample.name, "score": score, "category": sample.category, "defect_type": sample.defect_type,
-            "png": buf.getvalue()}
+            "flagged": None if threshold is None else bool(score > threshold), "png": buf.getvalue()}
 
 
 def _image_roc_curves(samples, labels, scores, result) -> list:

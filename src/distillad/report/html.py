@@ -40,7 +40,7 @@ def _metric_table(rows: Sequence[tuple[str, dict]], keys: Sequence[str]) -> str:
 def build_html(result: dict, figures: Sequence[tuple[str, bytes]],
                cases: Sequence[tuple[str, str, Sequence[dict]]], display: dict | None) -> str:
     """result: an `evaluate` result. figures: (title, png) pairs. cases: (heading, explanation,
-    [{"name", "score", "category", "defect_type", "png"}]) groups. display: {"vmin", "vmax",
+    [{"name", "score", "category", "defect_type", "flagged" (bool or None), "png"}]) groups. display: {"vmin", "vmax",
     "how"} of the heatmaps."""
     title = f"{result.get('model')} on {result.get('dataset')}"
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
@@ -97,6 +97,8 @@ def build_html(result: dict, figures: Sequence[tuple[str, bytes]],
             for it in items:
                 cap = (f"{esc(it['name'])}<br>score {esc(fmt_value(it['score']))} · "
                        f"{esc(it.get('category') or '-')}/{esc(it.get('defect_type'))}")
+                if it.get("flagged") is not None:
+                    cap += " · " + ("flagged (score &gt; threshold_)" if it["flagged"] else "not flagged (score &le; threshold_)")
                 out.append(f"<figure>{png_img(it['png'], it['name'])}<figcaption>{cap}</figcaption></figure>")
             out.append("</div>")
     out.append("<h2>Speed</h2><ul>" + "".join(f"<li>{esc(line.lstrip('- '))}</li>" for line in speed_lines(result.get("speed"), escape=str))
