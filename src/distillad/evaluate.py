@@ -29,6 +29,10 @@ What is measured, and how (so that numbers can be trusted and compared):
   minus the RSS just before timing (what inference adds on top of the loaded model). Where
   the counter cannot be reset, the lifetime peak (ru_maxrss) is reported and
   "memory_measure" says so. With CUDA, the peak allocated CUDA memory is added.
+- Timed images: the first `max_speed_images` test images, real sizes, decoded beforehand.
+- Heatmaps in report.html share one colour range for every image (`report.display_range`:
+  median of the normal test maps -> largest map value); per-image min-max would make every
+  normal image look anomalous. Captions say whether `threshold_` flags each image.
 """
 from __future__ import annotations
 
@@ -50,9 +54,10 @@ log = logging.getLogger(__name__)
 
 #: image metric keys start with this; everything else compute_metrics returns is pixel-level
 IMAGE_PREFIX = "image_"
-#: overlays per group of cases in the HTML report, and their longest side there (pixels)
+#: overlays per group of cases in the HTML report, and the range of their longest side there (pixels)
 N_CASES = 3
 CASE_MAX_SIDE = 384
+CASE_MIN_SIDE = 128
 #: number of categories drawn on the image-level ROC plot (besides the pooled curve)
 MAX_ROC_CATEGORIES = 12
 SPEED_WHAT = ("end to end: detector.predict on decoded test images held in memory, including "
@@ -107,8 +112,8 @@ def evaluate(detector, split_or_test_samples: Split | Sequence[Sample], out_dir:
         notes += m_notes
 
     classification = _classification(detector, run, samples, class_names)
-    n_box = sum(k == "boxes" for k in run["gt_kind"])
-    n_mask = sum(k == "mask" for k in run["gt_kind"])
+    n_box = sum(k == "boxes" and lab == 1 for k, lab in zip(run["gt_kind"], labels))
+    n_mask = sum(k == "mask" and lab == 1 for k, lab in zip(run["gt_kind"], labels))
     if n_box:
         notes.append(f"{n_box} anomalous test image(s) have bounding boxes and no mask: their pixel ground truth is "
                      f"the filled boxes, so pixel metrics are box-level for them (a defect smaller than its box "
@@ -414,6 +419,9 @@ def _case_item(sample: Sample, amap, gt, score, vmin, vmax, threshold=None) -> d
     if max(im.size) > CASE_MAX_SIDE:
         f = CASE_MAX_SIDE / max(im.size)
         im = im.resize((max(1, round(im.size[0] * f)), max(1, round(im.size[1] * f))), Image.Resampling.LANCZOS)
+    elif max(im.size) < CASE_MIN_SIDE:  # e.g. 28 px Fashion-MNIST: enlarge, pixels kept square
+        k = -(-CASE_MIN_SIDE // max(im.size))
+        im = im.resize((im.size[0] * k, im.size[1] * k), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return {"name": sample.name, "score": score, "category": sample.category, "defect_type": sample.defect_type,
