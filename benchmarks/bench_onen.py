@@ -44,10 +44,12 @@ def complexity(args) -> None:
         params = sum(p.numel() for p in vit.parameters())
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
             vit(torch.randn(1, 3, args.image_size, args.image_size))
-        rows.append((f"OneN-{variant}", params / 1e6, fc.get_total_flops() / 2e9))  # MACs, as tables report
-    print(f"| model | params (M) | GMACs (1 x 3 x {args.image_size}^2) |\n| --- | --- | --- |")
+        rows.append((f"OneN-{variant}", params / 1e6, fc.get_total_flops() / 1e9))  # torch counts 2 per MAC
+    print(f"One {args.image_size} x {args.image_size} image, width {args.embed_dim}, {args.num_heads} heads, patch {args.patch_size}:\n")
+    print("| model | params (M) | GMACs | GFLOPs (2 per MAC) |")
+    print("| --- | --- | --- | --- |")
     for name, p, g in rows:
-        print(f"| {name} | {p:.2f} | {g:.2f} |")
+        print(f"| {name} | {p:.2f} | {g / 2:.2f} | {g:.2f} |")
 
 
 def load_split(args):
