@@ -88,6 +88,7 @@ def test_teacher_file_records_its_origin_and_loads(tmp_path):
     assert meta["teacher"] == "pdn_s" and meta["config"] == {"out_channels": 16, "width": 0.125}
     assert meta["source_cnn"]["name"] == "test_cnn_tiny" and meta["source_cnn"]["layers"] == [3, 4]
     assert meta["steps"] == 4 and meta["num_images"] == 5 and "5 images" in meta["images"]
+    assert meta["image_list"] is None  # in-memory arrays have no paths
     t = teachers.create(str(p))
     assert t.kind == "pdn" and t.weights_source == str(p) and t.meta["source_cnn"]["name"] == "test_cnn_tiny"
     # output standardised over the pretraining images: per-channel mean ~0, std ~1 on them
@@ -110,3 +111,16 @@ def test_pretraining_rejects_bad_input(tmp_path):
         pretrain_pdn(tmp_path, tmp_path / "x.safetensors", source=teachers.create("test_cnn_tiny", weights="random"))
     with pytest.raises(ValueError, match=".safetensors"):
         pretrain_pdn(_images(), tmp_path / "x.pt")
+
+
+def test_pretraining_from_a_folder_records_the_image_paths(tmp_path):
+    from PIL import Image
+    folder = tmp_path / "imgs" / "sub"
+    folder.mkdir(parents=True)
+    for i, a in enumerate(_images(3)):
+        Image.fromarray(a).save(folder / f"{i}.png")
+    p = pretrain_pdn(tmp_path / "imgs", tmp_path / "folder.safetensors", source=teachers.create("test_cnn_tiny", weights="random"),
+                     steps=1, batch_size=1, image_size=64, width=0.125, out_channels=16, norm_images=2, progress=False)
+    meta = json.loads(p.with_suffix(".json").read_text())
+    assert meta["image_list"] == [str(folder / f"{i}.png") for i in range(3)]
+    assert str((tmp_path / "imgs").resolve()) in meta["images"]

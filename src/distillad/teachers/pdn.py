@@ -184,6 +184,18 @@ def _image_list(images) -> tuple[list, str]:
     return items, f"{len(items)} images from {shown}"
 
 
+def _names(items, limit: int = 20_000) -> list[str] | None:
+    """The pretraining images by path (None for in-memory arrays or more than `limit` images)."""
+    from ..data.samples import Sample
+    out = []
+    for it in items[: limit + 1]:
+        p = it.image if isinstance(it, Sample) else it
+        if not isinstance(p, (str, os.PathLike)):
+            return None
+        out.append(str(p))
+    return out if len(out) <= limit else None
+
+
 def _load(item) -> np.ndarray:
     from ..data.samples import Sample, as_rgb_array, read_image
     if isinstance(item, Sample):
@@ -381,7 +393,7 @@ def pretrain_pdn(images, out_path: str | os.PathLike, source: str | Teacher = "t
         "teacher": teacher.name, "config": dict(teacher.config), "format": "distillad-teacher",
         "source_cnn": {"name": cnn.name, "weights": cnn.weights_source, "layers": layers,
                        "input_size": source_size, "fingerprint": cnn.fingerprint()},
-        "images": images_desc, "num_images": len(items), "steps": step, "batch_size": batch_size,
+        "images": images_desc, "num_images": len(items), "image_list": _names(items), "steps": step, "batch_size": batch_size,
         "image_size": image_size, "lr": lr, "weight_decay": weight_decay, "grayscale_p": grayscale_p,
         "seed": seed, "norm_images": n, "output_standardised_on": f"{n} pretraining images at {image_size} px",
         "final_loss": float(np.mean(losses[-min(len(losses), 100):])) if losses else None,
