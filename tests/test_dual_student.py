@@ -306,3 +306,23 @@ def test_encoder_student_gets_gradients_and_matches_teacher_semantics(teacher_na
     torch.testing.assert_close(out, teacher_features(t, lay, x, groups=False)["cls"])
     out.sum().backward()
     assert all(p.grad is not None for p in st.parameters() if p.requires_grad)
+
+
+def test_training_never_recomputes_teacher_features():
+    calls = {}
+    for iters in (1, 5):
+        t = create("test_cnn_tiny", weights="random")
+        n = [0]
+        t.register_forward_hook(lambda *a: n.__setitem__(0, n[0] + 1))
+        m = _model("test_cnn_tiny", iterations=iters)
+        m.teacher = t
+        m.fit(_train(5), progress=False)
+        calls[iters] = n[0]
+    assert calls[1] == calls[5]      # caching + calibration only, whatever the iteration count
+
+
+def test_feature_cache_over_budget_spills_to_disk_with_same_result():
+    a = _model("test_vit_tiny", cache_budget_mb=1024).fit(_train(4), progress=False)
+    b = _model("test_vit_tiny", cache_budget_mb=0).fit(_train(4), progress=False)
+    imgs = _images(2, seed=9)
+    np.testing.assert_allclose(a.predict(imgs).scores, b.predict(imgs).scores, rtol=1e-6)

@@ -57,8 +57,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -287,7 +285,7 @@ class DualStudent(Detector):
         torch.manual_seed(int(self.seed))  # same initial students on every process / run
         students = self._build_students(lay).to(device)
         self.students_ = students
-        cache, grid = self._cache_features(samples, device, checkpoint_dir, progress and dist.rank == 0)
+        cache, grid = self._cache_features(samples, device, progress and dist.rank == 0)
         self.grid_ = grid
 
         params_d = list(students.decoder.parameters()) if students.decoder is not None else []
@@ -367,13 +365,13 @@ class DualStudent(Detector):
         l = l_e if l_e is not None else l_d
         return single_bce(l, y) if self.supervised else l.mean()
 
-    def _cache_features(self, samples, device, checkpoint_dir, progress):
+    def _cache_features(self, samples, device, progress):
         """Teacher features of every training image, once (no augmentation in this method)."""
         from tqdm.auto import tqdm
 
         pre = self._preprocess()
-        spill = Path(checkpoint_dir) / "feature_cache" if checkpoint_dir is not None else None
-        cache = FeatureCache(int(self.cache_budget_mb) * 1024 ** 2, spill)
+        # beyond the budget, items go to a temporary folder removed by cache.close()
+        cache = FeatureCache(int(self.cache_budget_mb) * 1024 ** 2)
         lay = self.layout_
         grid = None
         bs = 8
