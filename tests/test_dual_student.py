@@ -326,3 +326,10 @@ def test_feature_cache_over_budget_spills_to_disk_with_same_result():
     b = _model("test_vit_tiny", cache_budget_mb=0).fit(_train(4), progress=False)
     imgs = _images(2, seed=9)
     np.testing.assert_allclose(a.predict(imgs).scores, b.predict(imgs).scores, rtol=1e-6)
+
+
+def test_only_parameters_that_shape_the_outputs_are_trained():
+    m = _model("test_vit_tiny", encoder_final_norm=False)
+    m.fit(_train(4), progress=False)
+    frozen = [k for k, p in m.students_.named_parameters() if not p.requires_grad]
+    assert frozen and all(k.startswith("encoder.net.model.norm.") for k in frozen)

@@ -288,8 +288,9 @@ class DualStudent(Detector):
         cache, grid = self._cache_features(samples, device, progress and dist.rank == 0)
         self.grid_ = grid
 
-        params_d = list(students.decoder.parameters()) if students.decoder is not None else []
-        params_e = list(students.encoder.parameters()) if students.encoder is not None else []
+        self._freeze_unused(students, cache, device)
+        params_d = [p for p in students.decoder.parameters() if p.requires_grad] if students.decoder is not None else []
+        params_e = [p for p in students.encoder.parameters() if p.requires_grad] if students.encoder is not None else []
         opt = StableAdamW([{"params": p} for p in (params_d, params_e) if p], lr=float(self.lr), betas=BETAS,
                           eps=EPS, weight_decay=float(self.weight_decay), amsgrad=True, clip=True)
         model = students
@@ -298,10 +299,7 @@ class DualStudent(Detector):
 
             if device.type == "cuda" and students.encoder is not None:
                 students.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(students.encoder)
-            # find_unused_parameters: a timm model may hold parameters a given configuration never
-            # uses (e.g. a final norm when encoder_final_norm=False)
-            model = DDP(students, device_ids=[device.index] if device.type == "cuda" else None,
-                        find_unused_parameters=True)
+            model = DDP(students, device_ids=[device.index] if device.type == "cuda" else None)
         ckpt = Checkpointer(checkpoint_dir, every=max(1, min(500, int(self.iterations) // 10))) \
             if checkpoint_dir is not None else None
         start = 0
@@ -356,6 +354,27 @@ class DualStudent(Detector):
         students.eval()
         cache.close()
         self._calib = [s for s in samples if s.label == 0][:32]
+
+    def _freeze_unused(self, students, cache, device):
+        """Parameters no output depends on (a timm model's classifier-side layers such as a
+        CNN's conv_head, or the ViT's final norm when it is not a target) are frozen, so the
+        optimiser and DistributedDataParallel see only what is trained. Found with one
+        forward/backward in eval mode (BatchNorm statistics untouched)."""
+        item = cache.get(0)
+        groups = [item[f"g{k}"][None].to(device) for k in range(len(self.layout_.groups))] \
+            if self._has_decoder else None
+        images = item["img"][None].to(device).float() if self._has_encoder else None
+        students.eval()
+        preds, cls = students(groups, images)
+        total = sum(p.sum() for p in preds) if preds is not None else 0
+        if cls is not None:
+            total = total + cls.sum()
+        total.backward()
+        for p in students.parameters():
+            if p.grad is None:
+                p.requires_grad_(False)
+            p.grad = None
+        students.train()
 
     def _loss(self, l_e, l_d, y):
         if l_e is not None and l_d is not None:
