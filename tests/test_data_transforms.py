@@ -72,8 +72,6 @@ def test_padding_is_removed_and_does_not_spread_into_the_image(hw):
     assert interior.size and np.all(interior == 0)
 
 
-@pytest.mark.xfail(strict=True, reason="Geometry.restore interpolates across the pad boundary: the outermost "
-                                       "image row gets up to 25 % of a padded-border value (reported to the lead)")
 def test_padding_value_does_not_leak_into_the_outermost_image_rows():
     pre = Preprocess(64, mode="pad_resize")
     _, g = pre(np.zeros((64, 128, 3), np.uint8))   # model cells align exactly with the pad boundary

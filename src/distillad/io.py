@@ -18,11 +18,26 @@ from safetensors.torch import load_file, save_file
 from .errors import ModelFileError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_target(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual mode
     return Path(tmp)
+
+
+def make_temp_dir(near: Path) -> Path:
+    """A temporary folder beside `near` with the usual permissions (mkdtemp makes 0700)."""
+    near.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{near.name}.", dir=near.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -5,7 +5,8 @@ H x W x 3 uint8 RGB and `load_mask` an H x W bool array at the image's own resol
 Documented conversions (everything else is an error naming the file):
 - grayscale -> replicated to 3 channels; palette (P) -> RGB; RGBA / LA -> alpha dropped
   (composited on black is *not* done: the colour channels are kept as stored);
-- 16-bit images (I;16, I) -> scaled to 8 bit by their dtype range (x / 257);
+- 16-bit images (I;16, and I holding values 0..65535) -> scaled to 8 bit (x / 257); other
+  32-bit integer images are an error;
 - masks: any mode; a pixel is anomalous when its value is >= 128 (after conversion to 8-bit
   grayscale), the threshold MTSD's README asks for. A mask of another size than its image is
   an error, never silently resized.
@@ -34,6 +35,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             return pil_to_rgb(im, path)
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({e})") from None
 
@@ -41,6 +44,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def pil_to_rgb(im: Image.Image, path: object = "<image>") -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im).astype(np.float64)
+        if im.mode == "I" and a.size and (a.min() < 0 or a.max() > 65535):
+            raise DataError(f"{path}: 32-bit integer image with values outside 0..65535 is not supported")
         a = np.clip(a / 257.0, 0, 255).astype(np.uint8)
         return np.repeat(a[..., None], 3, axis=2)
     if im.mode == "F":
@@ -92,7 +97,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return a >= 128
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: in-memory images are arrays
 class Sample:
     """One image with what is known about it.
 
@@ -171,10 +176,11 @@ def boxes_to_mask(boxes: Sequence[Sequence[float]], hw: tuple[int, int]) -> np.n
     m = np.zeros(hw, dtype=bool)
     h, w = hw
     for b in boxes:
-        x1, y1, x2, y2 = (int(round(v)) for v in b[:4])
-        x1, x2 = sorted((max(0, x1), min(w - 1, x2)))
-        y1, y2 = sorted((max(0, y1), min(h - 1, y2)))
-        m[y1 : y2 + 1, x1 : x2 + 1] = True
+        x1, x2 = sorted(int(round(v)) for v in (b[0], b[2]))
+        y1, y2 = sorted(int(round(v)) for v in (b[1], b[3]))
+        if x2 < 0 or y2 < 0 or x1 > w - 1 or y1 > h - 1:
+            continue  # entirely outside the image: marks nothing
+        m[max(0, y1) : min(h - 1, y2) + 1, max(0, x1) : min(w - 1, x2) + 1] = True
     return m
 
 

@@ -49,11 +49,32 @@ class Geometry:
         m = cv2.resize(amap, (cw, ch), interpolation=cv2.INTER_LINEAR)
         if (ch, cw) != (rh, rw):
             m = cv2.copyMakeBorder(m, ct, rh - ct - ch, cl, rw - cl - cw, cv2.BORDER_REPLICATE)
-        # 2. back to the padded original size, then cut the padding
+        # 2. back to the padded original size, then cut the padding. Cells whose centres lie in
+        #    the padding are first replaced by the nearest image cell, so bilinear upsampling
+        #    cannot blend padding values into the outermost image rows / columns.
         H, W = self.orig_hw
         pt, pb, pl, pr = self.pad
+        if any(self.pad):
+            m = _edge_fill_outside(m, pt, pt + H, H + pt + pb, axis=0)
+            m = _edge_fill_outside(m, pl, pl + W, W + pl + pr, axis=1)
         m = cv2.resize(m, (W + pl + pr, H + pt + pb), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(m[pt : pt + H, pl : pl + W])
+
+
+def _edge_fill_outside(m: np.ndarray, lo: int, hi: int, total: int, axis: int) -> np.ndarray:
+    """Along `axis`, cells of m (spanning `total` original pixels) whose centres fall outside
+    the original-pixel interval [lo, hi) take the value of the nearest cell inside it."""
+    n = m.shape[axis]
+    scale = n / total
+    first = max(0, int(np.ceil(lo * scale - 0.5)))
+    last = min(n - 1, int(np.floor(hi * scale - 0.5)))
+    if last < first:  # the image is thinner than one cell: keep the single nearest cell
+        first = last = min(n - 1, max(0, int((lo + hi) / 2 * scale)))
+    if first == 0 and last == n - 1:
+        return m
+    inner = m[first : last + 1] if axis == 0 else m[:, first : last + 1]
+    width = [(first, n - 1 - last), (0, 0)] if axis == 0 else [(0, 0), (first, n - 1 - last)]
+    return np.pad(inner, width, mode="edge")
 
 
 @dataclass(frozen=True)
@@ -99,7 +120,7 @@ class Preprocess:
             interp = _INTERP[self.interpolation]
             if interp == cv2.INTER_CUBIC or interp == cv2.INTER_LINEAR:
                 # antialias when shrinking a lot, as PIL / torchvision do
-                if image.shape[0] > 2 * rh:
+                if image.shape[0] > 2 * rh or image.shape[1] > 2 * rw:
                     interp = cv2.INTER_AREA
             image = cv2.resize(image, (rw, rh), interpolation=interp)
         ct, cl, ch, cw = g.crop

@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from .. import __version__
 from ..data.samples import Sample, as_rgb_array, read_image
 from ..errors import ModelFileError, NotFittedError
-from ..io import read_json, read_tensors, write_json, write_tensors
+from ..io import make_temp_dir, read_json, read_tensors, write_json, write_tensors
 
 FORMAT = "distillad-model"
 FORMAT_VERSION = 1
@@ -232,8 +231,7 @@ class Detector:
             "fit_info": self.fit_info_, "threshold": getattr(self, "threshold_", None),
             "torch_version": torch.__version__,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmp = make_temp_dir(path)
         try:
             write_tensors(tmp / WEIGHTS_FILE, tensors, {"model": self.name})
             write_json(tmp / CONFIG_FILE, config)

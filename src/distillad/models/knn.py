@@ -9,10 +9,12 @@ same run, and it exercises the Detector contract on the teachers.
   teacher the two layers' patch tokens are on one grid already.
 - Memory bank, bounded: a random pool of at most `max_pool` training patches, reduced by greedy
   k-center selection (PatchCore's coreset) to `coreset_ratio` of all training patches, at most
-  `max_bank`. Greedy selection is quadratic in the pool: the random pool keeps it bounded
-  (what we chose instead of PatchCore's full-set greedy, which does not scale to 700 images
-  on 2 cores; `benchmarks/bench_knn.py` measures it). The greedy distances run on a Gaussian
-  random projection to 128 dimensions, as in PatchCore.
+  `max_bank`. Greedy selection costs O(pool x bank): the random pool (32768) and the bank cap
+  (8192) keep it bounded, what we chose instead of PatchCore's full-set greedy, which does not
+  scale to 700 images on 2 cores (`benchmarks/bench_knn.py` measures it). The greedy distances
+  run on a Gaussian random projection to 64 dimensions (PatchCore projects to 128; 64 halves
+  the memory traffic of each greedy step, and the projection only steers the selection: the
+  bank keeps the full features).
 - Scores: per patch, the L2 distance to its nearest bank entry; the map is upsampled to the
   input size, smoothed with a Gaussian (sigma 4 px, PatchCore's value), restored to the
   original geometry; the image score is the maximum of the patch distances (PatchCore without
@@ -60,7 +62,7 @@ def _nn_dist(q: torch.Tensor, bank: torch.Tensor, chunk: int = 4096, exclude=Non
     return torch.cat(out)
 
 
-def greedy_coreset(x: torch.Tensor, k: int, proj_dim: int = 128, seed: int = 0) -> torch.Tensor:
+def greedy_coreset(x: torch.Tensor, k: int, proj_dim: int = 64, seed: int = 0) -> torch.Tensor:
     """Indices of k rows of x chosen by greedy k-center (farthest-point) selection on a random
     projection. O(len(x) * k) time, O(len(x)) extra memory."""
     n = len(x)
@@ -93,7 +95,7 @@ class KNN(Detector):
     version = 1
 
     def __init__(self, teacher="tf_efficientnet_lite0", layers=(3, 4), image_size=256,
-                 preprocess_mode="resize", coreset_ratio=0.1, max_pool=131072, max_bank=16384,
+                 preprocess_mode="resize", coreset_ratio=0.1, max_pool=32768, max_bank=8192,
                  smoothing_sigma=4.0, batch_size=8, seed=0):
         self.teacher = teacher
         self.layers = layers
