@@ -11,7 +11,7 @@
 3. Fraction = model FLOP/s / peak FLOP/s. Target >= 0.4. Layout variants: contiguous NCHW and
    channels_last (oneDNN convolutions).
 
-Also prints latency (ms / image at batch 1) and throughput (images / s at batch 8). Pre- and
+Also prints the parameter and FLOP counts (`HKT.complexity()`), latency (ms / image at batch 1) and throughput (images / s at batch 8). Pre- and
 post-processing (resize, map upsampling, geometry restore) are outside this measurement; the
 end-to-end numbers of `distillad bench` include them.
 """
@@ -59,18 +59,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--mm", type=int, default=2048, help="matrix size of the peak measurement")
     ap.add_argument("--variants", default="hkt,hkt+")
+    ap.add_argument("--layouts", default="nchw,channels_last", help="memory layouts to time")
+    ap.add_argument("--batches", default="1,8", help="batch sizes to time")
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     rows = []
     for variant in a.variants.split(","):
         m = model_for(variant)
-        flops = m.complexity(a.size)["flops_inference"]
-        for layout in ("nchw", "channels_last"):
+        cx = m.complexity(a.size)
+        flops = cx["flops_inference"]
+        print(f"{variant}: {json.dumps(cx)}", flush=True)
+        for layout in a.layouts.split(","):
             fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
             m.teacher_.to(memory_format=fmt)
             m.student_.to(memory_format=fmt)
-            for batch in (1, 8):
+            for batch in [int(b) for b in a.batches.split(",")]:
                 x = torch.randn(batch, 3, a.size, a.size).contiguous(memory_format=fmt)
                 with torch.inference_mode():
                     peak_before = matmul_peak(a.mm, a.repeats)
