@@ -54,7 +54,7 @@ def test_resolved_defaults_for_vit_and_cnn():
     assert r["layers"] == [3, 4] and r["final_norm"] is True and r["image_size"] == 74 * 14
     c = cnn()
     r = L2BT(teacher=c)._resolve(c)
-    assert r["final_norm"] is False and r["image_size"] == 512
+    assert r["final_norm"] is False and r["image_size"] == 256
     assert r["layers"] == [c.num_layers - 2, c.num_layers - 1]
     with pytest.raises(ValueError, match="final_norm"):
         L2BT(teacher=c, final_norm=True)._resolve(c)
