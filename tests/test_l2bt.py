@@ -169,8 +169,10 @@ def test_interrupted_training_resumes_to_the_same_students(tmp_path, monkeypatch
 def test_tiny_cache_budget_spills_to_disk_with_the_same_result(tmp_path):
     train = train_set(6)
     mem = small(vit(), epochs=2).fit(train, progress=False)
-    disk = small(vit(), epochs=2, cache_budget_mb=0.001, cache_dir=str(tmp_path / "spill")).fit(train, progress=False)
-    assert mem.cache_stats_["spilled_images"] == 0
+    anomalous = Sample(image=np.zeros((42, 70, 3), np.uint8), label=1)  # never trained on
+    disk = small(vit(), epochs=2, cache_budget_mb=0.001, cache_dir=str(tmp_path / "spill")).fit(
+        train + [anomalous], progress=False)
+    assert mem.cache_stats_["spilled_images"] == 0 and disk.cache_stats_["images"] == 6
     assert disk.cache_stats_["spilled_images"] == 6
     for k, v in mem.students_.state_dict().items():
         torch.testing.assert_close(disk.students_.state_dict()[k], v, rtol=0, atol=0)

@@ -299,6 +299,9 @@ class L2BT(Detector):
         from tqdm.auto import tqdm
 
         self._check_params()
+        train = [s for s in train if s.label == 0]  # students see nominal images only (sec. III-E)
+        if not train:
+            raise ValueError("l2bt.fit: no normal training image (label 0)")
         self.teacher_ = self._make_teacher().to(self.device)
         self.resolved_ = self._resolve(self.teacher_)
         cands = [tuple(c) for c in self.resolved_["candidates"]]
