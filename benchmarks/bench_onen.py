@@ -77,14 +77,17 @@ def run(args) -> None:
     logging.info("%s: %d train / %d test, classes %s", split.name, len(split.train), len(split.test), split.class_names)
     common = dict(image_size=args.image_size, batch_size=args.batch_size, seed=args.seed)
     rows = []
-    cam_dir = out / "cnn_cam" / "model"
-    t0 = time.time()
-    cnn = distillad.create_model("cnn_cam", teacher=args.teacher, cam="gradcam++", epochs=args.teacher_epochs,
-                                 **common).fit(split.train)
-    fit_s = time.time() - t0
-    cnn.save(cam_dir)
-    res = evaluate(cnn, split, out / "cnn_cam", speed=True, report=False, progress=False)
-    rows.append(row(f"{args.teacher} + Grad-CAM++", res, fit_s))
+    if args.cnn_model:  # reuse a CNN trained by an earlier run (same split and seed)
+        cam_dir = Path(args.cnn_model)
+    else:
+        cam_dir = out / "cnn_cam" / "model"
+        t0 = time.time()
+        cnn = distillad.create_model("cnn_cam", teacher=args.teacher, cam="gradcam++", epochs=args.teacher_epochs,
+                                     **common).fit(split.train)
+        fit_s = time.time() - t0
+        cnn.save(cam_dir)
+        res = evaluate(cnn, split, out / "cnn_cam", speed=True, report=False, progress=False)
+        rows.append(row(f"{args.teacher} + Grad-CAM++", res, fit_s))
     for sup in args.supervision.split(","):
         train = weak_boxes(split.train) if sup == "boxes" else split.train
         t0 = time.time()
@@ -133,6 +136,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--teacher-epochs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cnn-model", help="a saved cnn_cam folder from an earlier run: the teacher, not retrained")
     ap.add_argument("--out", default="/tmp/onen/bench")
     args = ap.parse_args()
     torch.set_num_threads(1)
