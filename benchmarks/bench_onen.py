@@ -93,16 +93,18 @@ def run(args) -> None:
         t0 = time.time()
         model = distillad.create_model(
             "onen", teacher=str(cam_dir), variant=args.variant, patch_size=args.patch_size, embed_dim=args.embed_dim,
-            num_heads=args.num_heads, supervision=sup, epochs=args.epochs, **common).fit(train)
+            num_heads=args.num_heads, supervision=sup, epochs=args.epochs, optimizer=args.optimizer,
+            **common).fit(train)
         fit_s = time.time() - t0
         model.save(out / f"onen_{sup}" / "model")
         res = evaluate(model, split, out / f"onen_{sup}", speed=sup == "none", report=False, progress=False)
-        rows.append(row(f"OneN-{args.variant} ({sup})", res, fit_s))
+        rows.append(row(f"OneN-{args.variant} ({sup}{', AdamW' if args.optimizer == 'adamw' else ''})", res, fit_s))
         # the classifier's own detection score, from the same model
         model.score = "defect_prob"
         if model.normal_class_ is not None:
             res2 = evaluate(model, split, None, speed=False, report=False, progress=False)
-            rows.append(row(f"OneN-{args.variant} ({sup}), score 1-p(normal)", res2, fit_s))
+            rows.append(row(f"OneN-{args.variant} ({sup}{', AdamW' if args.optimizer == 'adamw' else ''}), "
+                            f"score 1-p(normal)", res2, fit_s))
         (out / "summary.json").write_text(json.dumps({"command": " ".join(sys.argv), "split": split.name,
                                                        "classes": split.class_names, "rows": rows}, indent=2))
     lines = [f"`{' '.join(sys.argv)}`", "", f"{split.name}: {len(split.train)} train / {len(split.test)} test images, "
@@ -136,6 +138,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--teacher-epochs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--optimizer", default="adam", help="OneN's optimiser: adam (paper, L2 decay) or adamw")
     ap.add_argument("--cnn-model", help="a saved cnn_cam folder from an earlier run: the teacher, not retrained")
     ap.add_argument("--out", default="/tmp/onen/bench")
     args = ap.parse_args()
