@@ -8,6 +8,7 @@ on this 2-core machine, with bounded memory. Prints fit time, the phases, bank s
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from pathlib import Path
@@ -29,12 +30,13 @@ def main():
     train = [s for s in split.train if s.label == 0]
     model = distillad.create_model("knn", image_size=a.image_size)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.fit(train, progress=False)
-    fit_s = time.perf_counter() - t0
+    fit_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    load = os.getloadavg()[0]
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"knn fit on {len(train)} MTSD training images at {a.image_size} px: {fit_s:.1f} s "
-          f"(threads {a.threads}); bank {tuple(model.bank_.shape)}; peak RSS {rss1:.0f} MiB "
+          f"wall, {cpu_s:.1f} s CPU (threads {a.threads}, load average {load:.1f}); bank {tuple(model.bank_.shape)}; peak RSS {rss1:.0f} MiB "
           f"(before fit {rss0:.0f} MiB)")
 
 
