@@ -154,22 +154,24 @@ def cmd_predict(a) -> int:
     model = load(_model_dir(Path(a.run)), weights=a.teacher_weights)
     out = prepare_out(Path(a.out), a.overwrite)
     paths = [Path(p) for p in a.images]
+    images = to_images(paths)
+    pred = model.predict(images, batch_size=a.batch_size)
+    # one display range for every overlay of the command (per-image min-max would make every
+    # normal image look anomalous): --vmin/--vmax, else 0 .. the largest value of any map
+    vmin = a.vmin if a.vmin is not None else 0.0
+    vmax = a.vmax if a.vmax is not None else max(float(m.max()) for m in pred.maps)
     rows = []
-    for i in range(0, len(paths), a.batch_size):
-        chunk = paths[i : i + a.batch_size]
-        images = to_images(chunk)
-        pred = model.predict(images, batch_size=a.batch_size)
-        for j, (p, im) in enumerate(zip(chunk, images)):
-            stem = p.stem
-            np.save(out / f"{stem}_map.npy", pred.maps[j])
-            save_overlay(out / f"{stem}_overlay.png", im, pred.maps[j], vmin=a.vmin, vmax=a.vmax)
-            row = {"image": str(p), "score": float(pred.scores[j])}
-            if model.threshold_ is not None:
-                row["anomalous"] = bool(pred.scores[j] > model.threshold_)
-            if pred.labels is not None:
-                row["label"] = int(pred.labels[j])
-            rows.append(row)
-            print(f"{p}\t{row['score']:.5f}" + (f"\t{'ANOMALOUS' if row['anomalous'] else 'normal'}" if "anomalous" in row else ""))
+    for j, (p, im) in enumerate(zip(paths, images)):
+        stem = p.stem
+        np.save(out / f"{stem}_map.npy", pred.maps[j])
+        save_overlay(out / f"{stem}_overlay.png", im, pred.maps[j], vmin=vmin, vmax=vmax)
+        row = {"image": str(p), "score": float(pred.scores[j])}
+        if model.threshold_ is not None:
+            row["anomalous"] = bool(pred.scores[j] > model.threshold_)
+        if pred.labels is not None:
+            row["label"] = int(pred.labels[j])
+        rows.append(row)
+        print(f"{p}\t{row['score']:.5f}" + (f"\t{'ANOMALOUS' if row['anomalous'] else 'normal'}" if "anomalous" in row else ""))
     write_json(out / "predictions.json", {"model": model.name, "threshold": model.threshold_, "predictions": rows})
     return 0
 
@@ -284,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output folder for <stem>_map.npy, <stem>_overlay.png, predictions.json")
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--vmin", type=float, help="map value shown as the coldest colour (default: 0)")
-    r.add_argument("--vmax", type=float, help="map value shown as the hottest colour (default: per image max)")
+    r.add_argument("--vmax", type=float, help="map value shown as the hottest colour (default: the largest value of all maps given)")
     r.add_argument("--teacher-weights", help="teacher weights file when the model does not embed its teacher")
     common(r, data=False)
     r.set_defaults(func=cmd_predict)
