@@ -160,12 +160,13 @@ def cmd_predict(a) -> int:
     # normal image look anomalous): --vmin/--vmax, else 0 .. the largest value of any map
     vmin = a.vmin if a.vmin is not None else 0.0
     vmax = a.vmax if a.vmax is not None else max(float(m.max()) for m in pred.maps)
-    rows = []
+    rows, seen = [], set()
     for j, (p, im) in enumerate(zip(paths, images)):
-        stem = p.stem
+        stem = p.stem if p.stem not in seen else f"{p.stem}_{j}"  # same name in two folders
+        seen.add(stem)
         np.save(out / f"{stem}_map.npy", pred.maps[j])
         save_overlay(out / f"{stem}_overlay.png", im, pred.maps[j], vmin=vmin, vmax=vmax)
-        row = {"image": str(p), "score": float(pred.scores[j])}
+        row = {"image": str(p), "output": stem, "score": float(pred.scores[j])}
         if model.threshold_ is not None:
             row["anomalous"] = bool(pred.scores[j] > model.threshold_)
         if pred.labels is not None:
