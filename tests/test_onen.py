@@ -282,6 +282,11 @@ def test_baselines_vit_rollout_and_cnn_cam(tmp_path):
                                  batch_size=16, epochs=2, cam="gradcam++").fit(train, progress=False)
     p = cam.predict(images)
     assert p.maps[0].shape == (32, 32) and p.labels.shape == (3,)
+    for kind in ("gradcam", "scorecam", "layercam"):        # the other CAMs of tables 6-14
+        cam.cam = kind
+        m = cam.predict(images[:1]).maps[0]
+        assert m.shape == (32, 32) and np.isfinite(m).all()
+    cam.cam = "gradcam++"
     cam.save(tmp_path / "cam")
     q = distillad.load(tmp_path / "cam").predict(images)
     assert np.array_equal(p.scores, q.scores) and all(np.allclose(a, b) for a, b in zip(p.maps, q.maps))
