@@ -22,8 +22,9 @@ Paper: 004_f53e0b7a727d9625.txt ("HKT", sections 2.1-2.5, 3.2); PDN facts: METHO
 What the paper leaves open, and what is chosen here:
 - Stage boundaries and where CBAM sits relative to pooling (figure 3 is not in the text): a stage
   ends with its conv + ReLU + CBAM; the average pooling opens the next stage, and projectors read
-  the stage output before pooling. (Counting projector FLOPs this way for HKT+ gives 9.9 GMAC, the
-  closest reading to the +11.15 "GFLOPs" the paper reports for the projection loss in Table 6.)
+  the stage output before pooling. This reading reproduces the paper's complexity: the student
+  with projectors counts 20.3 GMAC (HKT) and 62.0 GMAC (HKT+) at 256 px with FlopCounterMode,
+  against the paper's 20 and 63.18 "GFLOPs" (Tables 4 and 6, which count multiply-adds).
 - CBAM internals follow Woo et al. 2018 (shared MLP with reduction 16, channel attention from
   average- and max-pooled descriptors, then spatial attention from a 7x7 conv over the channel
   mean and max maps).
