@@ -10,8 +10,10 @@
 2. train: fit on 28 images (the hazelnut subset's training set when present, else synthetic
    512 x 512 images) at 518 px with the ViT-S/14 teacher, paper schedule (50 epochs, 4 images per
    step), once with the default cache budget and once with a small one that forces spilling.
-   Reports wall time, the bytes the cache keeps in memory, and the peak RSS growth during fit
-   (VmHWM reset through /proc/self/clear_refs before fit).
+   Reports wall time, the bytes the cache keeps in memory, and the peak RSS growth above the
+   RSS before fit in each phase of fit: teacher features (cached), student training, threshold
+   calibration (the base class predicts on up to 32 training images); VmHWM is reset through
+   /proc/self/clear_refs at each phase boundary.
 
 Usage:
   OMP_NUM_THREADS=1 python benchmarks/bench_l2bt.py latency --sizes 518,1036 --repeats 5
@@ -83,6 +85,37 @@ def _status(key):
     return 0
 
 
+class _Phases:
+    """Peak RSS (VmHWM, reset at each phase boundary) and time of the phases of `fit`."""
+
+    def __init__(self):
+        self.peaks, self.seconds, self._name, self._t = {}, {}, "teacher_features", time.perf_counter()
+
+    def mark(self, ended_name_next=None):
+        self.peaks[self._name] = _status("VmHWM")
+        self.seconds[self._name] = round(time.perf_counter() - self._t, 1)
+        _rss_hwm_reset()
+        self._name, self._t = ended_name_next, time.perf_counter()
+
+
+def _instrument_phases(model):
+    """Benchmark-only wrappers marking: teacher features -> student training -> threshold
+    calibration (the base class predicts on training images after `_fit`)."""
+    phases = _Phases()
+    train_pair, calib = model._train_pair, model._calibration_scores
+
+    def _train_pair(*a, **k):
+        phases.mark("student_training")
+        return train_pair(*a, **k)
+
+    def _calibration_scores(*a, **k):
+        phases.mark("calibration")
+        return calib(*a, **k)
+
+    model._train_pair, model._calibration_scores = _train_pair, _calibration_scores
+    return phases
+
+
 def bench_train(budgets, size, epochs):
     from distillad.data import open_dataset
 
@@ -96,17 +129,19 @@ def bench_train(budgets, size, epochs):
     out = []
     for budget in budgets:
         m = L2BT(teacher=teacher, image_size=size, epochs=epochs, cache_budget_mb=budget)
+        phases = _instrument_phases(m)
         base = _status("VmRSS")
         reset = _rss_hwm_reset()
         t0 = time.perf_counter()
         m.fit(train, progress=False)
         secs = time.perf_counter() - t0
-        peak = _status("VmHWM") if reset else None
+        phases.mark()
+        mb = lambda v: None if not reset else round((v - base) / 2**20, 1)  # noqa: E731
         row = {"data": source, "image_size": size, "epochs": epochs, "budget_mb": budget,
                "fit_seconds": round(secs, 1), "cache_in_memory_mb": round(m.cache_stats_["in_memory_bytes"] / 2**20, 1),
                "spilled_images": m.cache_stats_["spilled_images"],
-               "peak_rss_growth_mb": None if peak is None else round((peak - base) / 2**20, 1),
-               "final_loss": m.loss_history_[-1]}
+               "peak_rss_growth_mb": {k: mb(v) for k, v in phases.peaks.items()},
+               "phase_seconds": phases.seconds, "final_loss": m.loss_history_[-1]}
         print(json.dumps(row), flush=True)
         out.append(row)
     return out
