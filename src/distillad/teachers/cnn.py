@@ -116,11 +116,7 @@ def build_test_cnn_tiny(weights=None, *, seed: int = 0) -> CNNTeacher:
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     config = {}
-    if found is None:
-        source, config["seed"] = "random", seed
-    else:
-        W.load_into(model, W.read_checkpoint(found.path), str(found.path))
-        source = found.source
+    source = W.load_or_random(model, found, seed, config)
     return CNNTeacher("test_cnn_tiny", model.eval(), weights_source=source, config=config)
 
 

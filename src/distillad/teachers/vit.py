@@ -125,11 +125,7 @@ def build_test_vit_tiny(weights=None, *, img_size: int = 56, seed: int = 0) -> V
                                   reg_tokens=1, no_embed_class=True, init_values=1e-5, num_classes=0,
                                   dynamic_img_size=True)
     config = {"img_size": img_size}
-    if found is None:
-        source, config["seed"] = "random", seed
-    else:
-        W.load_into(model, W.read_checkpoint(found.path), str(found.path))
-        source = found.source
+    source = W.load_or_random(model, found, seed, config)
     return ViTTeacher("test_vit_tiny", model.eval(), weights_source=source, config=config)
 
 

@@ -222,3 +222,13 @@ def load_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str, *,
         raise ModelFileError(f"{source}: does not fit {type(model).__name__} "
                              f"({'; '.join(p for p in parts if p)})")
     model.load_state_dict(sd, strict=False)
+
+
+def load_or_random(model: nn.Module, found: WeightsFile | None, seed: int, config: dict) -> str:
+    """For the test teachers: load `found` into `model`, or keep its seeded random init and
+    record the seed in `config` (so the teacher can be rebuilt). Returns the weights source."""
+    if found is None:
+        config["seed"] = seed
+        return "random"
+    load_into(model, read_checkpoint(found.path), str(found.path))
+    return found.source
