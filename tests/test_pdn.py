@@ -26,7 +26,8 @@ def test_pdn_shapes_and_size_match_the_paper(variant, params):
     assert sum(p.numel() for p in build_pdn(variant).parameters()) == params
 
 
-def test_registry_names_and_missing_weights_message():
+def test_registry_names_and_missing_weights_message(monkeypatch):
+    monkeypatch.delenv("DISTILLAD_WEIGHTS", raising=False)
     names = {r["name"]: r for r in teachers.available()}
     assert names["pdn_s"]["kind"] == "pdn" and names["pdn_m"]["kind"] == "pdn"
     with pytest.raises(WeightsNotFoundError, match="pretrain-pdn"):
@@ -82,7 +83,7 @@ def test_pretraining_resumes_on_the_same_loss_curve(tmp_path):
     assert t1.fingerprint() == t2.fingerprint()
 
 
-def test_teacher_file_records_its_origin_and_loads(tmp_path):
+def test_teacher_file_records_its_origin_and_loads(tmp_path, monkeypatch):
     p = _pretrain(tmp_path, "t", 4, resume=False)
     meta = json.loads(p.with_suffix(".json").read_text())
     assert meta["teacher"] == "pdn_s" and meta["config"] == {"out_channels": 16, "width": 0.125}
@@ -91,6 +92,15 @@ def test_teacher_file_records_its_origin_and_loads(tmp_path):
     assert meta["image_list"] is None  # in-memory arrays have no paths
     t = teachers.create(str(p))
     assert t.kind == "pdn" and t.weights_source == str(p) and t.meta["source_cnn"]["name"] == "test_cnn_tiny"
+    # by name: weights=<file>, or the offline default folder $DISTILLAD_WEIGHTS/pdn_s.safetensors
+    assert teachers.create("pdn_s", weights=str(p), width=0.125, out_channels=16).fingerprint() == t.fingerprint()
+    import shutil
+    env = tmp_path / "env"
+    env.mkdir()
+    shutil.copy(p, env / "pdn_s.safetensors")
+    shutil.copy(p.with_suffix(".json"), env / "pdn_s.json")
+    monkeypatch.setenv("DISTILLAD_WEIGHTS", str(env))
+    assert teachers.create("pdn_s", width=0.125, out_channels=16).fingerprint() == t.fingerprint()
     # output standardised over the pretraining images: per-channel mean ~0, std ~1 on them
     from distillad.data.transforms import Preprocess
     x = Preprocess(64).batch(_images())[0]

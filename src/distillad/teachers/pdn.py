@@ -133,11 +133,16 @@ def _builder(variant: str):
                 t = PDNTeacher(variant, **config)
         else:
             t = PDNTeacher(variant, **config)
-        if weights is None:
+        if weights is None:  # the registry's offline default: $DISTILLAD_WEIGHTS/pdn_<variant>.safetensors
+            from .weights import find_in_env_folder
+            found = find_in_env_folder(f"pdn_{variant}")
+            if found is not None and found.path.suffix == ".safetensors":
+                return t.load_file(found.path).freeze()
             raise WeightsNotFoundError(
                 f"pdn_{variant}: no pretrained PDN weights ship with distillad (a PDN is pretrained by "
                 f"distilling an ImageNet CNN). Run `{PRETRAIN_COMMAND} --variant {variant}` and pass the "
-                f"resulting file (teachers.create('<file>.safetensors'), or weights='<file>.safetensors'); "
+                f"resulting file (teachers.create('<file>.safetensors'), weights='<file>.safetensors', or "
+                f"$DISTILLAD_WEIGHTS/pdn_{variant}.safetensors); "
                 f"weights='random' gives an untrained PDN")
         if weights == "random":
             t.weights_source = "random"
