@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -285,8 +286,10 @@ class DualStudent(Detector):
         torch.manual_seed(int(self.seed))  # same initial students on every process / run
         students = self._build_students(lay).to(device)
         self.students_ = students
+        t_cache = time.perf_counter()
         cache, grid = self._cache_features(samples, device, progress and dist.rank == 0)
         self.grid_ = grid
+        t_cache = time.perf_counter() - t_cache
 
         self._freeze_unused(students, cache, device)
         params_d = [p for p in students.decoder.parameters() if p.requires_grad] if students.decoder is not None else []
@@ -315,6 +318,7 @@ class DualStudent(Detector):
         std = torch.tensor(self._preprocess().std, device=device).view(1, 3, 1, 1)
         model.train()
         bar = tqdm(range(start, total), desc=f"{self.name} train", disable=not (progress and dist.rank == 0))
+        t_train = time.perf_counter()
         for it in bar:
             lr = warm_cosine_lr(it, total, float(self.lr), float(self.lr) * FINAL_LR_RATIO, WARMUP_ITERS)
             for g in opt.param_groups:
@@ -351,6 +355,9 @@ class DualStudent(Detector):
             if ckpt is not None and dist.rank == 0 and ckpt.due(it + 1):
                 ckpt.save(it + 1, modules={"students": students}, optimizers={"opt": opt},
                           extra={"layout": lay.to_dict()})
+        #: wall-clock seconds of the last fit's phases (not saved): feature caching, training loop
+        self.timing_ = {"cache_seconds": t_cache, "train_seconds": time.perf_counter() - t_train,
+                        "iterations": total - start, "n_images": len(samples)}
         students.eval()
         cache.close()
         self._calib = [s for s in samples if s.label == 0][:32]
