@@ -131,3 +131,15 @@ def test_build_html_escapes_every_user_string():
         assert raw not in page
     assert "a&lt;b&gt;.png" in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert page.count("data:image/png;base64,") == 2
+
+
+def test_bench_table_shows_parameters_and_flops_when_a_model_counts_them():
+    from distillad.report import bench_table
+    base = {"model": "hkt", "dataset": "d", "metrics": {"image_auroc": 0.9}, "speed": {}}
+    table = bench_table([dict(base, complexity={"params_teacher": 2_000_000, "params_student": 690_000,
+                                                "flops_inference": 40_600_000_000}),
+                         dict(base, model="knn")])
+    header, _, hkt_row, knn_row = table.splitlines()[:4]
+    assert "params (M)" in header and "GFLOPs/img" in header
+    assert "| 2.69 | 40.60 |" in hkt_row
+    assert knn_row.count("n/a") >= 2

@@ -197,6 +197,8 @@ def cmd_bench(a) -> int:
             res = evaluate(model, part, out / tag.replace("/", "__"), speed=not a.no_speed, progress=not a.quiet,
                            report=not a.no_report)
             res["bench_name"] = tag
+            if hasattr(model, "complexity"):  # parameters and FLOPs per image, where a model counts them
+                res["complexity"] = model.complexity()
             results.append(res)
             print_metrics(res)
     write_json(out / "bench.json", {"data": a.data, "command": " ".join(sys.argv), "results": results})
@@ -235,7 +237,8 @@ def cmd_pretrain_pdn(a) -> int:
             images.append(p)
     if not images:
         raise SystemExit(f"distillad: no images found in {', '.join(a.images)}")
-    pretrain_pdn(images, a.out, source=a.source, variant=a.variant, steps=a.steps, resume=not a.no_resume,
+    pretrain_pdn(images, a.out, source=a.source, variant=a.variant, steps=a.steps, batch_size=a.batch_size,
+                 resume=not a.no_resume,
                  seed=a.seed, progress=not a.quiet)
     print(f"PDN teacher written to {a.out}")
     return 0
@@ -312,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--out", required=True, help="teacher file to write (<name>.safetensors + <name>.json)")
     pp.add_argument("--source", default="tf_efficientnet_lite2", help="frozen source CNN (default tf_efficientnet_lite2)")
     pp.add_argument("--variant", default="s", choices=["s", "m"], help="PDN-S or PDN-M")
-    pp.add_argument("--steps", type=int, default=10000, help="optimisation steps (default 10000)")
+    pp.add_argument("--steps", type=int, default=10000,
+                    help="optimisation steps (default 10000; the reference pretrains 60000 steps of batch 16)")
+    pp.add_argument("--batch-size", type=int, default=16, help="images per step (default 16, the reference's)")
     pp.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     pp.add_argument("--seed", type=int, default=0)
     pp.add_argument("--quiet", action="store_true")

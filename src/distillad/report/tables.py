@@ -132,6 +132,9 @@ def bench_table(results: Sequence[dict], metrics: Sequence[str] = BENCH_METRICS)
     header = ["model", "teacher", "data"] + list(metrics)
     if any_cls:
         header.append("accuracy")
+    any_cx = any(r.get("complexity") for r in results)
+    if any_cx:
+        header += ["params (M)", "GFLOPs/img"]
     header += ["ms/img (b1)", "img/s (b8)", "peak RSS MB"]
     rows, any_mean = [], False
     for r in results:
@@ -144,6 +147,11 @@ def bench_table(results: Sequence[dict], metrics: Sequence[str] = BENCH_METRICS)
         row += [fmt_value(m.get(k)) for k in metrics]
         if any_cls:
             row.append(fmt_value((r.get("classification") or {}).get("accuracy")))
+        if any_cx:  # teacher + student parameters; inference FLOPs (1 multiply-add = 2 FLOPs)
+            cx = r.get("complexity") or {}
+            n = (cx.get("params_teacher") or 0) + (cx.get("params_student") or 0)
+            row += [fmt_value(n / 1e6 if n else None, 2),
+                    fmt_value(cx["flops_inference"] / 1e9 if cx.get("flops_inference") else None, 2)]
         row += [fmt_value(s.get("latency_ms_b1"), 2), fmt_value(s.get("throughput_ips_b8"), 2),
                 fmt_value(s.get("peak_rss_mb"), 1)]
         rows.append(row)
