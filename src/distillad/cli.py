@@ -83,6 +83,7 @@ def open_data(spec: str, seed: int, few_shot: int | None = None):
 
 def print_metrics(results: dict, keys=None) -> None:
     m = results.get("metrics", {})
+    print("  metrics pooled over the whole test set (per category: metrics.md):")
     keys = keys or ["image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max",
                     "aupro_30", "aupro_5", "rho_30", "accuracy"]
     for k in keys:
