@@ -76,6 +76,10 @@ def test_param_parsing():
     assert p == {"knn": {"lr": 0.001, "layers": [2, 3]}, "l2bt": {"lr": 0.001, "teacher": "dinov2_vits14"}}
     with pytest.raises(SystemExit, match="expected key=value"):
         parse_params(["oops"], ["knn"])
+    # a parameter for a model that is not run is ignored, never passed to another model
+    assert parse_params(["knn.image_size=112"], ["l2bt"]) == {"l2bt": {}}
+    with pytest.raises(SystemExit, match="unknown model 'nope'"):
+        parse_params(["nope.x=1"], ["knn"])
 
 
 @pytest.mark.slow

@@ -39,9 +39,14 @@ def parse_params(items: list[str] | None, models: list[str]) -> dict[str, dict]:
             raise SystemExit(f"distillad: --param {item!r}: expected key=value or model.key=value")
         key, value = item.split("=", 1)
         value = parse_value(value)
-        if "." in key and key.split(".", 1)[0] in out:
-            m, k = key.split(".", 1)
-            out[m][k] = value
+        prefix = key.split(".", 1)[0] if "." in key else None
+        if prefix in out:
+            out[prefix][key.split(".", 1)[1]] = value
+        elif prefix is not None:
+            from .models.base import model_names
+            if prefix not in model_names():
+                raise SystemExit(f"distillad: --param {item!r}: unknown model {prefix!r}")
+            log.warning("--param %s ignored: model %s is not run here", item, prefix)
         else:
             for m in out:
                 out[m][key] = value

@@ -12,3 +12,6 @@ def _import_all() -> None:
         except ModuleNotFoundError as e:  # a method not written yet; anything else is a real error
             if e.name != f"{__name__}.{m}":
                 raise
+
+
+from .base import Detector, Prediction, create_model, load, model_names, register_model  # noqa: E402
