@@ -380,3 +380,27 @@ def test_an_image_is_never_its_own_mask(tmp_path):
         write_img(tmp_path / "good" / f"{i}.png")
     with pytest.raises(DataError, match=r"x\.png: anomalous image has no mask"):
         folder_dataset(tmp_path / "good", tmp_path / "bad", tmp_path / "bad")
+
+
+def test_onen_input_setting_option_relabels_a_classification_split(tmp_path):
+    """`mtsd:...?task=classification&setting=B` gives OneN's table-1 setting B (free vs defective);
+    the setting needs the classification task."""
+    from distillad.data import open_dataset
+    from distillad.errors import DataError
+    from PIL import Image
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for cls in ("MT_Free", "MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven"):
+        d = tmp_path / cls / "Imgs"
+        d.mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8)).save(d / f"{cls}_{i}.jpg")
+            Image.fromarray(np.zeros((20, 30), np.uint8) + (0 if cls == "MT_Free" else 255)).save(d / f"{cls}_{i}.png")
+    b = open_dataset(f"mtsd:{tmp_path}?task=classification&setting=B")
+    assert b.class_names == ("free", "defective")
+    assert {s.class_id for s in b.train + b.test} == {0, 1}
+    g = open_dataset(f"mtsd:{tmp_path}?task=classification&setting=STD+G")  # "+" survives the query string
+    assert g.class_names == ("free", "blowhole", "break", "crack", "fray", "uneven")
+    with pytest.raises(DataError, match="needs task=classification"):
+        open_dataset(f"mtsd:{tmp_path}?setting=B")

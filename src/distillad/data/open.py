@@ -19,8 +19,11 @@ folder         root of a generic layout                normal (default good), an
                                                        test_normal, train_fraction, mask_suffix,
                                                        category; relative paths are below root
 mtsd           magnetic_tile folder                    task (unsupervised | classification),
-                                                       train_fraction
-deeppcb        DeepPCB folder (or its PCBData)         task, train_fraction, test_pairs, groups
+                                                       train_fraction, setting (OneN table 1:
+                                                       STD, STD+G, STD+BG, STD+G+BG, B, B+BG;
+                                                       with task=classification)
+deeppcb        DeepPCB folder (or its PCBData)         task, train_fraction, test_pairs, groups,
+                                                       setting (as mtsd)
 fmnist         IDX folder (default                     normal (class index / name, or a ``;``
                /usr/share/datasets/fashion-mnist)      list) or split (A-D), train_per_class,
                                                        test_per_class
@@ -45,7 +48,7 @@ _OPTION_TYPES = {
     "seed": int, "shots": int, "mask_suffix": str, "good": str, "split_csv": "path", "categories": _LIST,
     "include_validation": bool, "normal": _LIST, "anomalous": _LIST, "masks": "path", "test_normal": "path",
     "train_fraction": float, "category": str, "task": str, "test_pairs": str, "groups": _LIST,
-    "split": str, "train_per_class": int, "test_per_class": int, "n_train": int, "n_test": int, "size": int,
+    "split": str, "setting": str, "train_per_class": int, "test_per_class": int, "n_train": int, "n_test": int, "size": int,
 }
 _KIND_OPTIONS = {
     "mvtec": {"mask_suffix", "good"},
@@ -53,8 +56,8 @@ _KIND_OPTIONS = {
     "btad": set(),
     "loco": {"include_validation"},
     "folder": {"normal", "anomalous", "masks", "test_normal", "train_fraction", "mask_suffix", "category"},
-    "mtsd": {"task", "train_fraction"},
-    "deeppcb": {"task", "train_fraction", "test_pairs", "groups"},
+    "mtsd": {"task", "train_fraction", "setting"},
+    "deeppcb": {"task", "train_fraction", "test_pairs", "groups", "setting"},
     "fmnist": {"normal", "split", "train_per_class", "test_per_class"},
     "imagefolder": {"normal", "split", "train_per_class", "test_per_class", "train_fraction"},
     "demo": {"categories", "n_train", "n_test", "size"},
@@ -135,9 +138,21 @@ def _open_one(spec: str, kw: dict) -> Split:
     base = Path(path).expanduser() if path else None
     opts = {k: _coerce(spec, k, v, base) for k, v in merged.items() if v is not None}
     shots = opts.pop("shots", None)
+    setting = opts.pop("setting", None)
     seed = opts.get("seed", 0)
     try:
         split = _LOADERS[kind](spec, base, opts)
+        if setting is not None:
+            # OneN's input settings of table 1 (STD, STD+G, STD+BG, STD+G+BG, B, B+BG) re-label a
+            # classification split; they live with the method that defines them
+            from ..models.onen.data import input_setting
+            if opts.get("task") != "classification":
+                raise DataError(f"option setting={setting} needs task=classification")
+            try:
+                # parse_qsl reads "+" as a space: "STD+G" arrives as "STD G"
+                split = input_setting(split, setting.upper().replace(" ", "+"), seed=seed)
+            except ValueError as e:
+                raise DataError(str(e)) from None
         if shots is not None:
             split = few_shot(split, shots, seed)
     except DataError as e:
