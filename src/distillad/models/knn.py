@@ -155,12 +155,10 @@ class KNN(Detector):
         self.bank_ = pool[idx].contiguous()
         self.bank_owner_ = owner[idx].contiguous()
         self.grid_ = (h, w)
-        self._normal = normal  # for calibration only, not saved
 
     def _calibration_scores(self, train):
-        normal = getattr(self, "_normal", None)
-        if not normal:
-            return None
+        # the same filter as in _fit, so index i is the image whose patches carry owner id i
+        normal = [s for s in train if s.label == 0]
         pre = self._preprocess()
         scores = []
         for i, s in enumerate(normal[:16]):
@@ -169,7 +167,6 @@ class KNN(Detector):
             q = emb.reshape(emb.shape[0], -1).T
             d = _nn_dist(q, self.bank_, exclude=self.bank_owner_ == i)
             scores.append(float(d.max()))
-        del self._normal
         return np.asarray(scores)
 
     def _predict_batch(self, images):
