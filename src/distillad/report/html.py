@@ -7,7 +7,7 @@ import base64
 import html
 from typing import Sequence
 
-from .tables import MAIN_METRICS, SIZE_METRICS, fmt_value, speed_lines
+from .tables import MAIN_METRICS, SIZE_METRICS, fmt_value, speed_lines, summary_facts
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
@@ -45,15 +45,7 @@ def build_html(result: dict, figures: Sequence[tuple[str, bytes]],
     title = f"{result.get('model')} on {result.get('dataset')}"
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
            f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1><ul>"]
-    t = result.get("teacher")
-    if t:
-        out.append(f"<li>teacher: {esc(t.get('name'))} (weights: {esc(t.get('weights'))})</li>")
-    out.append(f"<li>test images: {esc(result.get('n_test'))} ({esc(result.get('n_test_normal'))} normal, "
-               f"{esc(result.get('n_test_anomalous'))} anomalous)</li>")
-    if result.get("pixel_ground_truth"):
-        out.append(f"<li>pixel ground truth: {esc(result['pixel_ground_truth'])}</li>")
-    if result.get("threshold") is not None:
-        out.append(f"<li>threshold_ (99th percentile of normal training scores): {esc(fmt_value(result['threshold']))}</li>")
+    out += [f"<li>{esc(f)}</li>" for f in summary_facts(result)]
     params = result.get("params") or {}
     if params:
         out.append("<li>parameters: " + esc(", ".join(f"{k}={v}" for k, v in params.items())) + "</li>")

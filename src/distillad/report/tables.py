@@ -83,18 +83,25 @@ def speed_lines(speed: dict | None, escape=md_escape) -> list[str]:
     return out
 
 
+def summary_facts(result: dict) -> list[str]:
+    """The plain-text facts heading both reports (metrics.md and report.html), unescaped."""
+    facts = []
+    t = result.get("teacher")
+    if t:
+        facts.append(f"teacher: {t.get('name')} (weights: {t.get('weights')})")
+    facts.append(f"test images: {result.get('n_test')} ({result.get('n_test_normal')} normal, "
+                 f"{result.get('n_test_anomalous')} anomalous)")
+    if result.get("pixel_ground_truth"):
+        facts.append(f"pixel ground truth: {result['pixel_ground_truth']}")
+    if result.get("threshold") is not None:
+        facts.append(f"threshold_ (99th percentile of normal training scores): {fmt_value(result['threshold'])}")
+    return facts
+
+
 def metrics_markdown(result: dict) -> str:
     """The markdown report of one `evaluate` result (what metrics.md holds)."""
     parts = [f"# {md_escape(result.get('model'))} on {md_escape(result.get('dataset'))}", ""]
-    t = result.get("teacher")
-    if t:
-        parts.append(f"- teacher: {md_escape(t.get('name'))} (weights: {md_escape(t.get('weights'))})")
-    parts.append(f"- test images: {result.get('n_test')} ({result.get('n_test_normal')} normal, "
-                 f"{result.get('n_test_anomalous')} anomalous)")
-    if result.get("pixel_ground_truth"):
-        parts.append(f"- pixel ground truth: {md_escape(result['pixel_ground_truth'])}")
-    if result.get("threshold") is not None:
-        parts.append(f"- threshold_ (99th percentile of normal training scores): {fmt_value(result['threshold'])}")
+    parts += [f"- {md_escape(f)}" for f in summary_facts(result)]
     parts += ["", "## Metrics", ""]
     rows = _metric_rows(result)
     main = metrics_table(rows, MAIN_METRICS)
