@@ -58,6 +58,23 @@ def test_bench_puts_models_side_by_side(tmp_path, data, capsys):
     assert "ms" in capsys.readouterr().out
 
 
+def test_bench_compares_two_configurations_of_one_model(tmp_path, data):
+    """`knn@one` is knn again under another label with its own parameters; --save-models keeps
+    every trained model, and a saved model loads back with the settings its label gave it."""
+    from distillad import load
+
+    out = tmp_path / "bench"
+    assert main(["bench", "--models", "knn,knn@one", TEACHER, "--param", "knn.layers=[2,3]",
+                 "--param", "knn@one.layers=[3]", "--param", "image_size=64", "--save-models",
+                 "--data", data, "--out", str(out), "--quiet", "--no-report", "--no-speed"]) == 0
+    rows = [r for r in (out / "bench.md").read_text().splitlines() if r.startswith("| knn")]
+    assert [r.split("|")[1].strip() for r in rows] == ["knn", "knn@one"]
+    assert list(load(out / "knn" / "model").layers) == [2, 3]
+    assert list(load(out / "knn@one" / "model").layers) == [3]
+    with pytest.raises(SystemExit, match="names an entry twice"):
+        main(["bench", "--models", "knn,knn", "--data", data, "--out", str(tmp_path / "b2"), "--quiet"])
+
+
 def test_bad_data_spec_is_a_clear_error(tmp_path, capsys):
     rc = main(["train", *KNN, "--data", f"mvtec:{tmp_path / 'missing'}", "--out", str(tmp_path / "r"), "--quiet"])
     assert rc == 2
@@ -80,6 +97,9 @@ def test_param_parsing():
     assert parse_params(["knn.image_size=112"], ["l2bt"]) == {"l2bt": {}}
     with pytest.raises(SystemExit, match="unknown model 'nope'"):
         parse_params(["nope.x=1"], ["knn"])
+    # model.key reaches every labelled entry of the model; model@label.key only that one, and wins
+    p = parse_params(["onen.supervision=none", "onen@b.supervision=boxes", "onen.epochs=3"], ["onen", "onen@b"])
+    assert p == {"onen": {"supervision": "none", "epochs": 3}, "onen@b": {"supervision": "boxes", "epochs": 3}}
 
 
 @pytest.mark.slow

@@ -31,26 +31,38 @@ def parse_value(text: str):
         return text
 
 
+def model_entry(entry: str) -> str:
+    """The registered model name of a bench entry: `onen@boxes` -> `onen` (the label after `@`
+    lets one bench run compare several configurations of the same model)."""
+    return entry.split("@", 1)[0]
+
+
 def parse_params(items: list[str] | None, models: list[str]) -> dict[str, dict]:
-    """`key=value` applies to every model; `model.key=value` to one model only."""
+    """`key=value` applies to every model; `model.key=value` to every entry of that model
+    (`onen` and `onen@boxes`); `model@label.key=value` to that entry only (it wins)."""
     out: dict[str, dict] = {m: {} for m in models}
+    exact: dict[str, dict] = {m: {} for m in models}
     for item in items or []:
         if "=" not in item:
             raise SystemExit(f"distillad: --param {item!r}: expected key=value or model.key=value")
         key, value = item.split("=", 1)
         value = parse_value(value)
-        prefix = key.split(".", 1)[0] if "." in key else None
-        if prefix in out:
-            out[prefix][key.split(".", 1)[1]] = value
-        elif prefix is not None:
-            from .models.base import model_names
-            if prefix not in model_names():
-                raise SystemExit(f"distillad: --param {item!r}: unknown model {prefix!r}")
-            log.warning("--param %s ignored: model %s is not run here", item, prefix)
-        else:
+        prefix, _, rest = key.partition(".") if "." in key else (None, "", key)
+        if prefix is None:
             for m in out:
                 out[m][key] = value
-    return out
+        elif prefix in exact and "@" in prefix:
+            exact[prefix][rest] = value
+        elif any(model_entry(m) == prefix for m in out):
+            for m in out:
+                if model_entry(m) == prefix:
+                    out[m][rest] = value
+        else:
+            from .models.base import model_names
+            if model_entry(prefix) not in model_names():
+                raise SystemExit(f"distillad: --param {item!r}: unknown model {prefix!r}")
+            log.warning("--param %s ignored: model %s is not run here", item, prefix)
+    return {m: {**out[m], **exact[m]} for m in models}
 
 
 def prepare_out(path: Path, overwrite: bool, resume: bool = False) -> Path:
@@ -190,6 +202,8 @@ def cmd_bench(a) -> int:
     from .report import bench_table
 
     models = [m.strip() for m in a.models.split(",") if m.strip()]
+    if len(set(models)) != len(models):
+        raise SystemExit(f"distillad: --models {a.models!r} names an entry twice; label repeats: onen,onen@boxes")
     params = parse_params(a.param, models)
     out = prepare_out(Path(a.out), a.overwrite)
     split = open_data(a.data, a.seed, a.few_shot)
@@ -197,12 +211,14 @@ def cmd_bench(a) -> int:
     results = []
     for m in models:
         for part in parts:
-            model = build_model(m, params[m], a.teacher, a.seed)
+            model = build_model(model_entry(m), params[m], a.teacher, a.seed)
             tag = m if len(parts) == 1 else f"{m}/{part.name.rsplit('/', 1)[-1]}"
             print(f"== {tag}: fit on {len(part.train)} images", flush=True)
             model.fit(part.train, progress=not a.quiet)
-            res = evaluate(model, part, out / tag.replace("/", "__"), speed=not a.no_speed, progress=not a.quiet,
-                           report=not a.no_report)
+            run = out / tag.replace("/", "__")
+            if a.save_models:  # before evaluating, so a later entry can use it (e.g. onen.teacher=OUT/cnn_cam/model)
+                model.save(run / "model")
+            res = evaluate(model, part, run, speed=not a.no_speed, progress=not a.quiet, report=not a.no_report)
             res["bench_name"] = tag
             if hasattr(model, "complexity"):  # parameters and FLOPs per image, where a model counts them
                 res["complexity"] = model.complexity()
@@ -304,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_predict)
 
     b = sub.add_parser("bench", help="several models side by side on one dataset: quality, latency, memory")
-    b.add_argument("--models", required=True, help="comma-separated model names, e.g. knn,l2bt")
+    b.add_argument("--models", required=True, help="comma-separated model names, e.g. knn,l2bt; NAME@LABEL runs "
+                   "NAME again under another label (onen,onen@boxes with --param onen@boxes.supervision=boxes)")
     b.add_argument("--out", required=True, help="output folder: bench.md, bench.json and one report per model")
     b.add_argument("--teacher", help="teacher for every model (default: each model's own default)")
     b.add_argument("--param", action="append", metavar="[MODEL.]KEY=VALUE", help="model parameter (repeatable)")
@@ -312,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--few-shot", type=int, help="keep only k normal training images (seeded)")
     b.add_argument("--no-speed", action="store_true", help="skip latency / throughput measurement")
     b.add_argument("--no-report", action="store_true", help="skip the HTML reports (metrics only)")
+    b.add_argument("--save-models", action="store_true", help="save every trained model to OUT/<model>/model "
+                   "(written right after training: a later model can use it, e.g. as its teacher)")
     common(b)
     b.set_defaults(func=cmd_bench)
 
