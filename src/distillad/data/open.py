@@ -31,8 +31,10 @@ imagefolder    ImageFolder tree                        as fmnist, plus train_fra
 demo           (none)                                  categories, n_train, n_test, size
 =============  ======================================  =============================================
 
-Every kind also takes `seed` (seeded splits) and `shots` (keep k normal training images per
-category, `few_shot`). Errors name the spec and the path.
+Every kind also takes `seed` (seeded splits), `shots` (keep k normal training images per
+category, `few_shot`) and `tiles=N` (cut every image into N x N tiles, each its own sample, as
+OneN does with its PCB images; `tile_keep=0.1` keeps a seeded tenth of them: `data.tiles`).
+Order: load, tile, input setting, shots. Errors name the spec and the path.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ _OPTION_TYPES = {
     "seed": int, "shots": int, "mask_suffix": str, "good": str, "split_csv": "path", "categories": _LIST,
     "include_validation": bool, "normal": _LIST, "anomalous": _LIST, "masks": "path", "test_normal": "path",
     "train_fraction": float, "category": str, "task": str, "test_pairs": str, "groups": _LIST,
-    "split": str, "setting": str, "train_per_class": int, "test_per_class": int, "n_train": int, "n_test": int, "size": int,
+    "split": str, "setting": str, "tiles": int, "tile_keep": float, "train_per_class": int, "test_per_class": int, "n_train": int, "n_test": int, "size": int,
 }
 _KIND_OPTIONS = {
     "mvtec": {"mask_suffix", "good"},
@@ -130,7 +132,7 @@ def _open_one(spec: str, kw: dict) -> Split:
 
     kind, path, inline = parse_spec(spec)
     merged = {**inline, **{_ALIASES.get(k, k): v for k, v in kw.items()}}
-    allowed = _KIND_OPTIONS[kind] | {"seed", "shots"}
+    allowed = _KIND_OPTIONS[kind] | {"seed", "shots", "tiles", "tile_keep"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
         raise DataError(f"{spec}: option(s) {', '.join(unknown)} not understood by {kind!r} "
@@ -139,9 +141,16 @@ def _open_one(spec: str, kw: dict) -> Split:
     opts = {k: _coerce(spec, k, v, base) for k, v in merged.items() if v is not None}
     shots = opts.pop("shots", None)
     setting = opts.pop("setting", None)
+    tiles, tile_keep = opts.pop("tiles", None), opts.pop("tile_keep", None)
     seed = opts.get("seed", 0)
     try:
         split = _LOADERS[kind](spec, base, opts)
+        if tiles is not None or tile_keep is not None:
+            from .tiles import tile_split
+            try:
+                split = tile_split(split, tiles if tiles is not None else 3, 1.0 if tile_keep is None else tile_keep, seed)
+            except ValueError as e:
+                raise DataError(str(e)) from None
         if setting is not None:
             # OneN's input settings of table 1 (STD, STD+G, STD+BG, STD+G+BG, B, B+BG) re-label a
             # classification split; they live with the method that defines them

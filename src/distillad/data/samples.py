@@ -107,6 +107,8 @@ class Sample:
     defect_type: "good" for normal images, else the defect folder / class name.
     class_id: integer class for classifiers (0 = normal/free); category: object category for
     multi-class training. boxes: (x1, y1, x2, y2) pixel boxes (weak supervision).
+    crop: (x0, y0, x1, y1), end exclusive: the sample is this window of the image and of its mask
+    file (a tile, see `data.tiles`); boxes are then in the window's coordinates.
     """
 
     image: object
@@ -117,20 +119,41 @@ class Sample:
     class_id: int = 0
     boxes: tuple = ()
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    crop: tuple | None = None
 
     @property
     def name(self) -> str:
         if isinstance(self.image, (str, os.PathLike)):
-            return str(self.image)
-        return self.meta.get("name", f"<array {self.category}/{self.defect_type}>")
+            base = str(self.image)
+        else:
+            base = self.meta.get("name", f"<array {self.category}/{self.defect_type}>")
+        if self.crop is None:
+            return base
+        x0, y0, x1, y1 = self.crop
+        return f"{base}@{x0},{y0}+{x1 - x0}x{y1 - y0}"
 
     def load_image(self) -> np.ndarray:
         if isinstance(self.image, (str, os.PathLike)):
-            return read_image(self.image)
-        return as_rgb_array(self.image, self.name)
+            return self._cropped(read_image(self.image), "image")
+        return self._cropped(as_rgb_array(self.image, self.name), "image")
+
+    def _cropped(self, a: np.ndarray, what: str) -> np.ndarray:
+        if self.crop is None:
+            return a
+        x0, y0, x1, y1 = self.crop
+        h, w = a.shape[:2]
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise DataError(f"{self.name}: crop window {self.crop} lies outside the {what} ({w}x{h})")
+        return np.ascontiguousarray(a[y0:y1, x0:x1])
 
     def image_size(self) -> tuple[int, int]:
-        """(H, W) without decoding the pixels where possible."""
+        """(H, W) without decoding the pixels where possible (of the crop window, for a tile)."""
+        if self.crop is not None:
+            x0, y0, x1, y1 = self.crop
+            return y1 - y0, x1 - x0
+        return self._full_size()
+
+    def _full_size(self) -> tuple[int, int]:
         if isinstance(self.image, (str, os.PathLike)):
             try:
                 with Image.open(self.image) as im:
@@ -150,6 +173,9 @@ class Sample:
         mask whose size differs from the image is an error naming both files.
         """
         hw = tuple(size) if size is not None else self.image_size()
+        if self.crop is not None and self.mask is not None:  # a window of the whole image's mask
+            full = replace(self, crop=None).load_mask(self._full_size())
+            return self._cropped(full, "mask")
         if self.mask is None:
             m = np.zeros(hw, dtype=bool)
             if self.boxes:
