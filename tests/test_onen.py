@@ -252,6 +252,20 @@ def test_save_load_gives_identical_predictions(trained, tmp_path):
     assert back.teacher == "test_efficientnet" and back.normal_class_ == 0
 
 
+def test_complexity_counts_the_student_as_table_3(trained):
+    """OneN-S at the paper's size (DeiT-B width, 224 px, 6 classes): 22.02 M parameters as in
+    table 3; FLOPs from torch's counter on meta tensors; the trained model reports its own."""
+    from distillad.models.common import count_flops
+    vit = DistilledViT(6, depth=3, img_size=224, patch_size=16, embed_dim=768, num_heads=12)
+    assert round(sum(p.numel() for p in vit.parameters()) / 1e6, 2) == 22.02
+    assert round(count_flops(vit, torch.empty(1, 3, 224, 224)) / 2e9, 2) == 4.50
+    model, _ = trained
+    c = model.complexity()
+    assert c["params_student"] == sum(p.numel() for p in model.student_.parameters()) and c["params_teacher"] == 0
+    assert c["flops_inference"] == count_flops(model.student_, torch.empty(1, 3, 32, 32)) > 0
+    assert model.complexity(image_size=64)["flops_inference"] > 4 * c["flops_inference"]
+
+
 def test_defect_prob_score_and_bad_params():
     train = _planted(6, 6, seed=2)
     m = distillad.create_model("onen", **TINY, epochs=2, supervision="none", score="defect_prob").fit(train, progress=False)
@@ -282,6 +296,8 @@ def test_baselines_vit_rollout_and_cnn_cam(tmp_path):
                                  batch_size=16, epochs=2, cam="gradcam++").fit(train, progress=False)
     p = cam.predict(images)
     assert p.maps[0].shape == (32, 32) and p.labels.shape == (3,)
+    assert cam.complexity()["params_student"] == sum(q.numel() for q in cam.model_.parameters())
+    assert cam.complexity()["flops_inference"] > 0
     for kind in ("gradcam", "scorecam", "layercam"):        # the other CAMs of tables 6-14
         cam.cam = kind
         m = cam.predict(images[:1]).maps[0]

@@ -35,3 +35,17 @@ def top_fraction_mean(maps: torch.Tensor, fraction: float) -> torch.Tensor:
     flat = maps.flatten(1)
     k = max(1, int(math.ceil(fraction * flat.shape[1])))
     return flat.topk(k, dim=1).values.mean(1)
+
+
+def count_flops(module: torch.nn.Module, *inputs: torch.Tensor, **kwargs) -> int:
+    """FLOPs of one forward of a copy of `module` on meta tensors (no memory, no compute),
+    counted by `torch.utils.flop_counter.FlopCounterMode`: matmuls and convolutions,
+    1 multiply-add = 2 FLOPs; element-wise work (softmax, norms, activations) is not counted."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = copy.deepcopy(module).to("meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        meta(*[x.to("meta") for x in inputs], **kwargs)
+    return int(fc.get_total_flops())

@@ -40,7 +40,6 @@ What the paper leaves open, and what is chosen here:
 """
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -343,29 +342,23 @@ class HKT(Detector):
         with `torch.utils.flop_counter.FlopCounterMode` on meta tensors (1 multiply-add = 2 FLOPs;
         convolutions and matmuls only, elementwise ops such as CBAM's products are not counted).
         The paper's "GFLOPs" (Table 4: 20 / 63) are multiply-adds: compare with `gmacs`."""
-        from torch.utils.flop_counter import FlopCounterMode
+        from .common import count_flops
 
         if not hasattr(self, "student_"):
             self._check_fitted("complexity")
         size = int(image_size or self.image_size)
-        student = copy.deepcopy(self.student_).to("meta")
-        teacher = copy.deepcopy(self.teacher_.net).to("meta")
-        x = torch.empty(1, 3, size, size, device="meta")
+        x = torch.empty(1, 3, size, size)
         project = self.map_fusion == "loss" and bool(self.projectors)
-        with FlopCounterMode(display=False) as fc_t:
-            teacher(x)
-        with FlopCounterMode(display=False) as fc_s:
-            student(x, project=project)
-        with FlopCounterMode(display=False) as fc_p:  # the training-time graph incl. projectors
-            student(x, project=bool(self.projectors))
-        ft, fs = fc_t.get_total_flops(), fc_s.get_total_flops()
+        ft = count_flops(self.teacher_.net, x)
+        fs = count_flops(self.student_, x, project=project)
+        fp = count_flops(self.student_, x, project=bool(self.projectors))  # the training-time graph incl. projectors
         return {
             "image_size": size,
             "params_student": sum(p.numel() for p in self.student_.parameters()),
             "params_projectors": sum(p.numel() for p in self.student_.projectors.parameters()),
             "params_teacher": sum(p.numel() for p in self.teacher_.net.parameters()),
             "flops_teacher": int(ft), "flops_student": int(fs), "flops_inference": int(ft + fs),
-            "flops_student_with_projectors": int(fc_p.get_total_flops()),
+            "flops_student_with_projectors": fp,
             "gmacs_inference": round((ft + fs) / 2e9, 3),
         }
 

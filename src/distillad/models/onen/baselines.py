@@ -108,6 +108,18 @@ class CNNCam(Detector):
         return Prediction(scores.astype(np.float32), [g.restore(m) for g, m in zip(geoms, maps)],
                           labels.numpy(), probs.numpy().astype(np.float32))
 
+    def complexity(self, image_size: int | None = None) -> dict:
+        """Parameters and FLOPs of the CNN classifier's forward pass per image (`common.count_flops`);
+        the CAM's own work (a backward pass for Grad-CAM, one forward per channel for Score-CAM)
+        comes on top and is not counted."""
+        from ..common import count_flops
+        self._check_fitted("complexity")
+        size = int(image_size or self.image_size)
+        flops = count_flops(self.model_, torch.empty(1, 3, size, size))
+        return {"image_size": size, "params_student": sum(p.numel() for p in self.model_.parameters()),
+                "params_teacher": 0, "flops_student": flops, "flops_inference": flops,
+                "gmacs_inference": round(flops / 2e9, 3), "cam_not_counted": self.cam}
+
     def _state_tensors(self):
         return {f"cnn.{k}": v for k, v in self.model_.state_dict().items()}
 

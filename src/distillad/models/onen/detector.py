@@ -183,8 +183,8 @@ class OneN(Detector):
     def _preprocess(self) -> Preprocess:
         return Preprocess(self.image_size, mode="resize")
 
-    def _new_student(self, num_classes: int) -> DistilledViT:
-        return DistilledViT(num_classes, depth=VARIANT_DEPTH[self.variant], img_size=self.image_size,
+    def _new_student(self, num_classes: int, image_size: int | None = None) -> DistilledViT:
+        return DistilledViT(num_classes, depth=VARIANT_DEPTH[self.variant], img_size=image_size or self.image_size,
                             patch_size=self.patch_size, embed_dim=self.embed_dim, num_heads=self.num_heads,
                             distill_token=self._distill)
 
@@ -318,6 +318,20 @@ class OneN(Detector):
         with torch.no_grad():
             probs, raw, _ = self._forward(to_images(images))
         return {"probs": probs.numpy(), "rollout": raw.numpy(), "class_names": self.class_names_}
+
+    def complexity(self, image_size: int | None = None) -> dict:
+        """Table 3: parameters and FLOPs per image of what runs at inference, the student ViT
+        alone (the CNN teacher only trains it). FLOPs from `common.count_flops` (1 multiply-add =
+        2 FLOPs; the paper's "FLOPs" lie between our MACs and FLOPs, docs/onen.md); the rollout's
+        few small matrix products are not counted."""
+        from ..common import count_flops
+        self._check_fitted("complexity")
+        size = int(image_size or self.image_size)
+        student = self.student_ if size == self.image_size else self._new_student(self.num_classes_, size)
+        flops = count_flops(student, torch.empty(1, 3, size, size))
+        return {"image_size": size, "params_student": sum(p.numel() for p in self.student_.parameters()),
+                "params_teacher": 0, "flops_student": flops, "flops_inference": flops,
+                "gmacs_inference": round(flops / 2e9, 3)}
 
     # ---------------------------------------------------------------- persistence
     def _state_tensors(self):
