@@ -283,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "mtsd:/data/magnetic_tile, deeppcb:/data/deeppcb, folder:..., fmnist:..., demo; "
                             "several specs separated by commas make one multi-class set")
 
+    def model_options(sp, bench=False):
+        sp.add_argument("--teacher", help="teacher for every model (default: each model's own default)" if bench
+                        else "teacher name or file (default: the model's own default)")
+        sp.add_argument("--param", action="append", metavar="[MODEL.]KEY=VALUE" if bench else "KEY=VALUE",
+                        help="model parameter (repeatable); value parsed as JSON when possible")
+        sp.add_argument("--few-shot", type=int, help="keep only k normal training images (seeded)")
+
+    def teacher_weights(sp):
+        sp.add_argument("--teacher-weights", help="teacher weights file when the model does not embed its teacher")
+
     d = sub.add_parser("demo", help="train and evaluate on the embedded texture set with offline weights")
     d.add_argument("--model", default=DEFAULT_DEMO_MODEL, help=f"model to run (default {DEFAULT_DEMO_MODEL})")
     d.add_argument("--teacher", default=DEMO_TEACHER, help=f"teacher (default {DEMO_TEACHER}, offline weights)")
@@ -293,9 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="fit a model on the training images of a dataset and save it")
     t.add_argument("--model", required=True, help="model name (knn, l2bt, hkt, dual_student, dinomaly, onen)")
     t.add_argument("--out", required=True, help="run folder: model/ and checkpoints/ go there")
-    t.add_argument("--teacher", help="teacher name or file (default: the model's own default)")
-    t.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter (repeatable); value parsed as JSON when possible")
-    t.add_argument("--few-shot", type=int, help="keep only k normal training images (seeded)")
+    model_options(t)
     t.add_argument("--resume", action="store_true", help="continue an interrupted run from its newest checkpoint")
     common(t)
     t.set_defaults(func=cmd_train)
@@ -303,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("test", help="evaluate a saved model: metrics.json, metrics.md, report.html")
     s.add_argument("run", help="run folder (or model folder) written by train")
     s.add_argument("--out", help="output folder (default RUN/eval)")
-    s.add_argument("--teacher-weights", help="teacher weights file when the model does not embed its teacher")
+    teacher_weights(s)
     s.add_argument("--no-speed", action="store_true", help="skip latency / throughput measurement")
     common(s)
     s.set_defaults(func=cmd_test)
@@ -315,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--vmin", type=float, help="map value shown as the coldest colour (default: 0)")
     r.add_argument("--vmax", type=float, help="map value shown as the hottest colour (default: the largest value of all maps given)")
-    r.add_argument("--teacher-weights", help="teacher weights file when the model does not embed its teacher")
+    teacher_weights(r)
     common(r, data=False)
     r.set_defaults(func=cmd_predict)
 
@@ -323,10 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--models", required=True, help="comma-separated model names, e.g. knn,l2bt; NAME@LABEL runs "
                    "NAME again under another label (onen,onen@boxes with --param onen@boxes.supervision=boxes)")
     b.add_argument("--out", required=True, help="output folder: bench.md, bench.json and one report per model")
-    b.add_argument("--teacher", help="teacher for every model (default: each model's own default)")
-    b.add_argument("--param", action="append", metavar="[MODEL.]KEY=VALUE", help="model parameter (repeatable)")
+    model_options(b, bench=True)
     b.add_argument("--per-category", action="store_true", help="one model per category instead of one model over all")
-    b.add_argument("--few-shot", type=int, help="keep only k normal training images (seeded)")
     b.add_argument("--no-speed", action="store_true", help="skip latency / throughput measurement")
     b.add_argument("--no-report", action="store_true", help="skip the HTML reports (metrics only)")
     b.add_argument("--save-models", action="store_true", help="save every trained model to OUT/<model>/model "
