@@ -36,15 +36,14 @@ from distillad.models.onen import DistilledViT, input_setting, weak_boxes  # noq
 
 
 def complexity(args) -> None:
-    from torch.utils.flop_counter import FlopCounterMode
+    from distillad.models.common import count_flops
     rows = []
     for variant, depth in (("S", 3), ("B", 8), ("L", 12)):
         vit = DistilledViT(6, depth=depth, img_size=args.image_size, patch_size=args.patch_size,
                            embed_dim=args.embed_dim, num_heads=args.num_heads).eval()
         params = sum(p.numel() for p in vit.parameters())
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            vit(torch.randn(1, 3, args.image_size, args.image_size))
-        rows.append((f"OneN-{variant}", params / 1e6, fc.get_total_flops() / 1e9))  # torch counts 2 per MAC
+        flops = count_flops(vit, torch.empty(1, 3, args.image_size, args.image_size))  # 2 per MAC
+        rows.append((f"OneN-{variant}", params / 1e6, flops / 1e9))
     print(f"One {args.image_size} x {args.image_size} image, width {args.embed_dim}, {args.num_heads} heads, patch {args.patch_size}:\n")
     print("| model | params (M) | GMACs | GFLOPs (2 per MAC) |")
     print("| --- | --- | --- | --- |")

@@ -33,7 +33,8 @@ demo           (none)                                  categories, n_train, n_te
 
 Every kind also takes `seed` (seeded splits), `shots` (keep k normal training images per
 category, `few_shot`) and `tiles=N` (cut every image into N x N tiles, each its own sample, as
-OneN does with its PCB images; `tile_keep=0.1` keeps a seeded tenth of them: `data.tiles`).
+OneN does with its PCB images; `tile_keep=0.1` keeps a seeded tenth of them, and alone tiles
+3 x 3: `data.tiles`).
 Order: load, tile, input setting, shots. Errors name the spec and the path.
 """
 from __future__ import annotations
@@ -145,23 +146,20 @@ def _open_one(spec: str, kw: dict) -> Split:
     seed = opts.get("seed", 0)
     try:
         split = _LOADERS[kind](spec, base, opts)
-        if tiles is not None or tile_keep is not None:
-            from .tiles import tile_split
-            try:
+        if setting is not None and opts.get("task") != "classification":
+            raise DataError(f"option setting={setting} needs task=classification")
+        try:  # the split transforms below reject bad values with ValueError
+            if tiles is not None or tile_keep is not None:
+                from .tiles import tile_split
                 split = tile_split(split, tiles if tiles is not None else 3, 1.0 if tile_keep is None else tile_keep, seed)
-            except ValueError as e:
-                raise DataError(str(e)) from None
-        if setting is not None:
-            # OneN's input settings of table 1 (STD, STD+G, STD+BG, STD+G+BG, B, B+BG) re-label a
-            # classification split; they live with the method that defines them
-            from ..models.onen.data import input_setting
-            if opts.get("task") != "classification":
-                raise DataError(f"option setting={setting} needs task=classification")
-            try:
+            if setting is not None:
+                # OneN's input settings of table 1 (STD, STD+G, STD+BG, STD+G+BG, B, B+BG) re-label a
+                # classification split; they live with the method that defines them
+                from ..models.onen.data import input_setting
                 # parse_qsl reads "+" as a space: "STD+G" arrives as "STD G"
                 split = input_setting(split, setting.upper().replace(" ", "+"), seed=seed)
-            except ValueError as e:
-                raise DataError(str(e)) from None
+        except ValueError as e:
+            raise DataError(str(e)) from None
         if shots is not None:
             split = few_shot(split, shots, seed)
     except DataError as e:
